@@ -1,0 +1,22 @@
+"""``python -m train COMMAND``: the workstation side (data, training, evaluation)."""
+from edge.cli import dispatch
+
+COMMANDS = [
+    ("synth", "train.synth", "write a synthetic shapes dataset (Karpathy format)"),
+    ("fit", "train.fit", "train a captioner"),
+    ("eval", "train.evaluate", "decode a split and score it (checkpoint or bundle)"),
+    ("score", "train.score", "score a COCO-format results file"),
+    ("caption", "train.caption", "caption image files"),
+]
+
+
+def main(argv=None):
+    return dispatch("python -m train", "nanocap training and evaluation", COMMANDS, argv)
+
+
+def entry():
+    raise SystemExit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,177 @@
+"""The captioner: a torchvision backbone whose pooled features set the initial
+state of a GRU (or LSTM) language model.
+
+Shapes (N batch, T caption steps, F feature size, S state size, V vocabulary):
+- images: ``uint8 [N, H, W, 3]`` BGR, already resized (``edge.image.resize``);
+  ``preprocess`` casts, flips to RGB, scales and normalises inside the model,
+  so the exported graph takes raw frames.
+- ``encode(images) -> features [N, F]``; ``init_state(features) -> state [N, S]``
+  where S = hidden (GRU) or 2 * hidden (LSTM: h and c side by side).
+- ``step(tokens int [N], state [N, S]) -> (logprobs [N, V], state [N, S])``:
+  the one decoding step shared by greedy/beam search and the ONNX export.
+- ``forward(images, tokens_in [N, T]) -> logits [N, T, V]`` (teacher forcing).
+"""
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from edge.errors import NanocapError
+
+IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
+IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
+BACKBONES = ("mobilenet_v3_small", "mobilenet_v3_large", "mobilenet_v2",
+             "resnet18", "resnet50")
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild the model (stored in checkpoints and bundles)."""
+    vocab_size: int
+    backbone: str = "mobilenet_v3_small"
+    rnn: str = "gru"
+    embed: int = 256
+    hidden: int = 512
+    image_size: int = 224
+    max_len: int = 20
+    dropout: float = 0.2
+    bn_momentum: float = 0.1
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data):
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def build_backbone(name, weights="none"):
+    """A torchvision classifier by name with its classifier removed.
+
+    Returns ``(module: images [N,3,H,W] -> features [N,F], F)``. ``weights`` is
+    ``"imagenet"`` (torchvision's DEFAULT weights enum; downloads once) or ``"none"``.
+    """
+    import torchvision
+    if name not in torchvision.models.list_models():
+        raise NanocapError("unknown backbone %r (try one of: %s)" % (name, ", ".join(BACKBONES)))
+    enum = None
+    if weights == "imagenet":
+        enum = torchvision.models.get_model_weights(name).DEFAULT
+    elif weights not in (None, "none"):
+        raise NanocapError("--weights must be imagenet or none, not %r" % weights)
+    try:
+        net = torchvision.models.get_model(name, weights=enum)
+    except (OSError, RuntimeError) as exc:  # URLError is an OSError
+        raise NanocapError(
+            "could not load ImageNet weights for %s (%s). Offline? Download them once "
+            "with network access (python -c \"import torchvision; torchvision.models.get_model("
+            "'%s', weights='DEFAULT')\") so they land in ~/.cache/torch, or pass --weights none"
+            % (name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__, name))
+    if hasattr(net, "features"):
+        body = nn.Sequential(net.features, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    else:  # ResNet-style: everything but the final fc
+        body = nn.Sequential(*list(net.children())[:-1], nn.Flatten())
+    body.eval()
+    with torch.no_grad():
+        dim = body(torch.zeros(1, 3, 64, 64)).shape[1]
+    return body, int(dim)
+
+
+class Preprocess(nn.Module):
+    """``uint8 [N,H,W,3]`` BGR -> normalised ``float32 [N,3,H,W]`` RGB."""
+
+    def __init__(self):
+        super().__init__()
+        mean = torch.tensor(IMAGENET_MEAN_RGB).view(1, 3, 1, 1) * 255.0
+        std = torch.tensor(IMAGENET_STD_RGB).view(1, 3, 1, 1) * 255.0
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("std", std, persistent=False)
+        self.register_buffer("bgr_to_rgb", torch.tensor([2, 1, 0]), persistent=False)
+
+    def forward(self, images):
+        x = images.float().index_select(3, self.bgr_to_rgb).permute(0, 3, 1, 2)
+        return (x - self.mean) / self.std
+
+
+class Captioner(nn.Module):
+    """MobileNet (or other torchvision backbone) + GRU/LSTM captioner."""
+
+    def __init__(self, config, weights="none"):
+        super().__init__()
+        if config.rnn not in ("gru", "lstm"):
+            raise NanocapError("--rnn must be gru or lstm, not %r" % config.rnn)
+        self.config = config
+        self.preprocess = Preprocess()
+        self.backbone, self.feature_dim = build_backbone(config.backbone, weights)
+        for module in self.backbone.modules():
+            if isinstance(module, nn.BatchNorm2d) and config.bn_momentum:
+                module.momentum = config.bn_momentum
+        hidden, gates = config.hidden, (3 if config.rnn == "gru" else 4)
+        self.state_dim = hidden * (1 if config.rnn == "gru" else 2)
+        self.init_state_proj = nn.Linear(self.feature_dim, self.state_dim)
+        self.embed = nn.Embedding(config.vocab_size, config.embed)
+        rnn_class = nn.GRU if config.rnn == "gru" else nn.LSTM
+        self.rnn = rnn_class(config.embed, hidden, batch_first=True)
+        assert self.rnn.weight_ih_l0.shape[0] == gates * hidden
+        self.dropout = nn.Dropout(config.dropout)
+        self.out = nn.Linear(hidden, config.vocab_size)
+
+    # -- encoder -----------------------------------------------------------
+    def encode(self, images):
+        """``uint8 [N,H,W,3]`` BGR -> pooled features ``[N, F]``."""
+        return self.backbone(self.preprocess(images))
+
+    def init_state(self, features):
+        """Features ``[N, F]`` -> initial decoder state ``[N, S]``."""
+        return torch.tanh(self.init_state_proj(features))
+
+    # -- decoder -----------------------------------------------------------
+    def _split_state(self, state):
+        hidden = self.config.hidden
+        if self.config.rnn == "gru":
+            return state, None
+        return state[:, :hidden], state[:, hidden:]
+
+    def forward_features(self, features, tokens_in):
+        """Teacher forcing: features ``[N,F]``, tokens ``[N,T]`` -> logits ``[N,T,V]``."""
+        h, c = self._split_state(self.init_state(features))
+        hx = h.unsqueeze(0).contiguous()
+        if c is not None:
+            hx = (hx, c.unsqueeze(0).contiguous())
+        outputs, _ = self.rnn(self.embed(tokens_in.long()), hx)
+        return self.out(self.dropout(outputs))
+
+    def forward(self, images, tokens_in):
+        """Images ``uint8 [N,H,W,3]``, tokens ``[N,T]`` -> logits ``[N,T,V]``."""
+        return self.forward_features(self.encode(images), tokens_in)
+
+    def step(self, tokens, state):
+        """One decoding step: tokens ``int [N]``, state ``[N,S]`` ->
+        ``(logprobs [N,V], new state [N,S])``. Uses the RNN's own weights with
+        plain matmuls and slices, so it exports to any ONNX/TensorRT version."""
+        x = self.embed(tokens.long())
+        gi = F.linear(x, self.rnn.weight_ih_l0, self.rnn.bias_ih_l0)
+        h, c = self._split_state(state)
+        gh = F.linear(h, self.rnn.weight_hh_l0, self.rnn.bias_hh_l0)
+        H = self.config.hidden
+        if self.config.rnn == "gru":
+            r = torch.sigmoid(gi[:, :H] + gh[:, :H])
+            z = torch.sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
+            n = torch.tanh(gi[:, 2 * H:] + r * gh[:, 2 * H:])
+            h = (1.0 - z) * n + z * h
+            new_state = h
+        else:
+            g = gi + gh
+            i, f = torch.sigmoid(g[:, :H]), torch.sigmoid(g[:, H:2 * H])
+            cell, o = torch.tanh(g[:, 2 * H:3 * H]), torch.sigmoid(g[:, 3 * H:])
+            c = f * c + i * cell
+            h = o * torch.tanh(c)
+            new_state = torch.cat([h, c], dim=1)
+        return F.log_softmax(self.out(h), dim=-1), new_state
+
+
+def count_parameters(model):
+    """Number of trainable and frozen parameters."""
+    return sum(p.numel() for p in model.parameters())
