@@ -14,3 +14,39 @@ def shared_data():
     if not os.path.isdir(SHARED_DATA):
         pytest.skip("shared data not found at %s" % SHARED_DATA)
     return SHARED_DATA
+
+
+TINY_WORDS = ["a", "red", "blue", "green", "circle", "square", "triangle", "on",
+              "left", "right", "of", "the", "small", "big", "and"]
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A random-weight checkpoint: mobilenet_v3_small at 64 px, GRU-32, 19 words.
+
+    Returns the checkpoint path. Deterministic (seeded) so tests can compare runs.
+    """
+    torch = pytest.importorskip("torch")
+    from edge.vocab import SPECIALS, Vocabulary
+    from train.checkpoint import save_checkpoint
+    from train.model import Captioner, ModelConfig
+
+    torch.manual_seed(0)
+    vocab = Vocabulary(list(SPECIALS) + TINY_WORDS)
+    config = ModelConfig(vocab_size=len(vocab), image_size=64, embed=16, hidden=32,
+                         max_len=8)
+    model = Captioner(config, weights="none").eval()
+    path = str(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
+    save_checkpoint(path, model, vocab, {"epoch": 0})
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_checkpoint, tmp_path_factory):
+    """``tiny_checkpoint`` exported (fp32 only) to a bundle directory; returns its path."""
+    pytest.importorskip("onnx")
+    from export.onnx_export import export_bundle
+
+    out = str(tmp_path_factory.mktemp("bundle") / "tiny")
+    export_bundle(tiny_checkpoint, out, precisions=("fp32",))
+    return out
