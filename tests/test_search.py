@@ -1,0 +1,119 @@
+"""edge.search (numpy greedy/beam) on hand-built step functions with known answers.
+
+Torch-free: also runs on the Python 3.6 floor (``/work/venv36``).
+"""
+import numpy as np
+import pytest
+
+from edge.search import beam_search, greedy_search, trim_tokens
+
+PAD, START, END, A, B, C = 0, 1, 2, 3, 4, 5
+V = 6
+
+
+def table_step(table):
+    """A step whose next-token distribution depends only on the previous token.
+
+    ``table[prev]`` holds probabilities over V tokens; the state ``[N, 1]`` is
+    unused (carried through) so that reordering of states is still exercised.
+    """
+    logtable = np.log(np.asarray(table, dtype=np.float64) + 1e-12).astype(np.float32)
+
+    def step(tokens, state):
+        return logtable[np.asarray(tokens)], state + 1.0
+    return step
+
+
+def trap_table():
+    """Greedy takes A (0.6) then <end> (0.34): 0.204. Best is B <end>: 0.4 * 0.9 = 0.36."""
+    table = np.full((V, V), 1.0 / V)
+    table[START] = [0, 0, 0, 0.6, 0.4, 0]
+    table[A] = [0, 0, 0.34, 0.33, 0, 0.33]
+    table[B] = [0, 0, 0.9, 0.05, 0.05, 0]
+    table[C] = [0, 0, 1.0, 0, 0, 0]
+    return table
+
+
+def random_step(seed, vocab=11, hidden=7, end_bias=1.0):
+    """A small random RNN step in numpy: ``(tokens [N], state [N,S]) -> (logprobs, state)``."""
+    rng = np.random.RandomState(seed)
+    w_state = rng.randn(hidden, hidden).astype(np.float32) * 0.8
+    embed = rng.randn(vocab, hidden).astype(np.float32)
+    w_out = rng.randn(hidden, vocab).astype(np.float32) * 2.0
+    b_out = np.zeros(vocab, dtype=np.float32)
+    b_out[END] = end_bias
+
+    def step(tokens, state):
+        new = np.tanh(state.dot(w_state) + embed[np.asarray(tokens)]).astype(np.float32)
+        logits = new.dot(w_out) + b_out
+        logits = logits - logits.max(axis=1, keepdims=True)
+        logprobs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        return logprobs.astype(np.float32), new
+    return step, rng.randn(5, hidden).astype(np.float32)
+
+
+def test_greedy_falls_into_the_trap_and_beam_finds_the_best():
+    step, state = table_step(trap_table()), np.zeros((2, 1), dtype=np.float32)
+    tokens, logprobs = greedy_search(step, state, START, END, max_len=5)
+    assert tokens.tolist() == [[A, END, PAD, PAD, PAD]] * 2
+    np.testing.assert_allclose(logprobs[0], np.log([0.6, 0.34, 1, 1, 1]), rtol=1e-5)
+    beam, scores = beam_search(step, state, START, END, max_len=5, beam_size=2,
+                               length_norm=0.0)
+    assert beam.tolist() == [[B, END, PAD, PAD, PAD]] * 2
+    np.testing.assert_allclose(scores, np.log(0.36), rtol=1e-5)
+
+
+def test_beam_of_one_is_greedy():
+    step, state = random_step(3)
+    greedy, logprobs = greedy_search(step, state, START, END, max_len=9)
+    beam, scores = beam_search(step, state, START, END, max_len=9, beam_size=1,
+                               length_norm=0.0)
+    assert beam.tolist() == greedy.tolist()
+    np.testing.assert_allclose(scores, logprobs.sum(axis=1), rtol=1e-5)
+
+
+def test_max_len_without_end_fills_every_column():
+    table = np.full((V, V), 0.01)
+    table[:, C] = 0.9                       # <end> never wins
+    step = table_step(table)
+    tokens, _ = greedy_search(step, np.zeros((1, 1), np.float32), START, END, max_len=4)
+    assert tokens.tolist() == [[C, C, C, C]]
+    beam, _ = beam_search(step, np.zeros((1, 1), np.float32), START, END, max_len=4)
+    assert beam.tolist() == [[C, C, C, C]]
+
+
+def test_finished_beams_stay_finished_and_length_norm_prefers_longer():
+    # From <start>: <end> at once (0.5) or A (0.5) then A... A <end>: each A costs little.
+    table = np.full((V, V), 1e-6)
+    table[START, END], table[START, A] = 0.5, 0.5
+    table[A, A], table[A, END] = 0.3, 0.7
+    step, state = table_step(table), np.zeros((1, 1), np.float32)
+    short, short_score = beam_search(step, state, START, END, max_len=6, beam_size=3,
+                                     length_norm=0.0)
+    assert short.tolist() == [[END, PAD, PAD, PAD, PAD, PAD]]
+    np.testing.assert_allclose(short_score, np.log(0.5), rtol=1e-5)
+    longer, score = beam_search(step, state, START, END, max_len=6, beam_size=3,
+                                length_norm=1.0)
+    assert longer.tolist() == [[A, END, PAD, PAD, PAD, PAD]]
+    np.testing.assert_allclose(score, np.log(0.5 * 0.7) / 2, rtol=1e-5)
+
+
+@pytest.mark.parametrize("beam_size", [2, 3, 5])
+def test_beam_never_scores_below_greedy(beam_size):
+    for seed in range(4):
+        step, state = random_step(seed)
+        _, logprobs = greedy_search(step, state, START, END, max_len=8)
+        _, scores = beam_search(step, state, START, END, max_len=8, beam_size=beam_size,
+                                length_norm=0.0)
+        assert np.all(scores >= logprobs.sum(axis=1) - 1e-4)
+
+
+def test_beam_rejects_zero_width():
+    step, state = random_step(0)
+    with pytest.raises(ValueError):
+        beam_search(step, state, START, END, max_len=3, beam_size=0)
+
+
+def test_trim_tokens():
+    assert trim_tokens([A, B, END, C]) == [A, B]
+    assert trim_tokens(np.array([A, PAD, B])) == [A]
