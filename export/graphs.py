@@ -1,0 +1,106 @@
+"""Torch wrapper modules that define the exported graphs (see ``edge/bundle.py``).
+
+Each wrapper reuses the Captioner's own ``encode``/``init_state``/``step``; the
+only logic added here is the greedy loop, unrolled in Python so the ONNX graph
+has no ``Loop`` node (TensorRT 8.2 / JetPack 4.6 floor).
+
+Shapes (N dynamic batch, H/W input size, T steps, S state, V vocabulary):
+- ``CaptionGraph``:     image uint8 [N,H,W,3] -> tokens int32 [N,T], logprobs float32 [N,T]
+- ``EncoderGraph``:     image uint8 [N,H,W,3] -> state float32 [N,S]
+- ``DecoderStepGraph``: token int32 [N], state float32 [N,S]
+                        -> logprobs float32 [N,V], state_out float32 [N,S]
+
+Greedy decoding rule (shared with PyTorch parity checks): at each step the
+token is ``argmax`` of the float log-probabilities; once ``<end>`` has been
+emitted every later token is 0 (``<pad>``) and its log-probability 0.
+"""
+import torch
+import torch.nn as nn
+
+# (graph name, input names, output names): the contract in edge/bundle.py.
+GRAPH_IO = {
+    "caption": (["image"], ["tokens", "logprobs"]),
+    "encoder": (["image"], ["state"]),
+    "decoder_step": (["token", "state"], ["logprobs", "state_out"]),
+}
+
+
+class CaptionGraph(nn.Module):
+    """Greedy captioning in one graph: ``max_len`` decoder steps unrolled."""
+
+    def __init__(self, model, start_id, end_id, max_len):
+        super().__init__()
+        self.model = model
+        self.start_id = int(start_id)
+        self.end_id = int(end_id)
+        self.max_len = int(max_len)
+
+    def forward(self, image):
+        state = self.model.init_state(self.model.encode(image))
+        # [N] start tokens built from the batch size (ConstantOfShape, no Loop).
+        token = torch.zeros_like(state[:, 0], dtype=torch.int32) + self.start_id
+        alive = torch.ones_like(state[:, 0], dtype=torch.bool)
+        tokens, scores = [], []
+        zero_tok = torch.zeros_like(token)
+        zero_lp = torch.zeros_like(state[:, 0])
+        for _ in range(self.max_len):
+            logprobs, state = self.model.step(token, state)
+            best, index = torch.max(logprobs, dim=1)  # ArgMax/ReduceMax on float
+            token = index.to(torch.int32)
+            tokens.append(torch.where(alive, token, zero_tok))
+            scores.append(torch.where(alive, best, zero_lp))
+            alive = alive & (token != self.end_id)
+        return torch.stack(tokens, dim=1), torch.stack(scores, dim=1)
+
+
+class EncoderGraph(nn.Module):
+    """Image frames -> initial decoder state."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image):
+        return self.model.init_state(self.model.encode(image))
+
+
+class DecoderStepGraph(nn.Module):
+    """One decoder step for beam search on the device (int32 tokens in)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, token, state):
+        return self.model.step(token, state)
+
+
+def build_graph(name, model, vocab, max_len):
+    """The wrapper module for graph ``name`` (a key of ``GRAPH_IO``)."""
+    if name == "caption":
+        return CaptionGraph(model, vocab.start_id, vocab.end_id, max_len).eval()
+    if name == "encoder":
+        return EncoderGraph(model).eval()
+    if name == "decoder_step":
+        return DecoderStepGraph(model).eval()
+    raise ValueError("unknown graph %r" % name)
+
+
+def example_inputs(name, model, batch=1):
+    """Example tensors used to trace graph ``name`` (shapes as in the contract)."""
+    size = model.config.image_size
+    image = torch.zeros(batch, size, size, 3, dtype=torch.uint8)
+    if name in ("caption", "encoder"):
+        return (image,)
+    token = torch.ones(batch, dtype=torch.int32)
+    state = torch.zeros(batch, model.state_dim)
+    return (token, state)
+
+
+@torch.no_grad()
+def torch_greedy(model, images, start_id, end_id, max_len):
+    """Reference greedy decode in PyTorch, the same rule as ``caption.onnx``.
+
+    ``images`` uint8 [N,H,W,3] -> (tokens int32 [N,T], logprobs float32 [N,T]).
+    """
+    return CaptionGraph(model, start_id, end_id, max_len).eval()(images)

@@ -1,0 +1,158 @@
+"""``python -m export onnx``: a checkpoint -> a bundle directory (``edge/bundle.py``).
+
+Writes ``caption.onnx`` (greedy decoding unrolled in one graph), ``encoder.onnx``
+and ``decoder_step.onnx`` (for beam search on the device), their fp16 / int8
+variants when asked (``export/quantize.py``) and ``nanocap.json``. Every graph is
+exported with the TorchScript exporter at opset 13, IR version 7, dynamic batch
+only, and checked against the JetPack 4.6 floor (``export/floor.py``).
+"""
+import datetime
+import os
+
+import onnx
+import torch
+
+from edge.bundle import PRECISIONS, load_bundle, update_scores, write_meta
+from edge.errors import NanocapError
+from export.floor import check_floor, force_ir_version
+from export.graphs import GRAPH_IO, build_graph, example_inputs
+from train.checkpoint import load_checkpoint
+
+OPSET = 13
+GRAPHS = ("caption", "encoder", "decoder_step")
+DTYPES = {onnx.TensorProto.UINT8: "uint8", onnx.TensorProto.INT32: "int32",
+          onnx.TensorProto.INT64: "int64", onnx.TensorProto.FLOAT: "float32",
+          onnx.TensorProto.FLOAT16: "float16"}
+
+
+def graph_file(graph, precision):
+    """File name of one graph variant: ``caption.onnx``, ``caption.fp16.onnx``..."""
+    return "%s.onnx" % graph if precision == "fp32" else "%s.%s.onnx" % (graph, precision)
+
+
+def export_graph(module, inputs, path, graph):
+    """Trace ``module`` to ONNX at ``path`` (opset 13, IR 7, dynamic batch only)."""
+    input_names, output_names = GRAPH_IO[graph]
+    dynamic = dict((n, {0: "N"}) for n in input_names + output_names)
+    with torch.no_grad():
+        torch.onnx.export(module, inputs, path, input_names=input_names,
+                          output_names=output_names, dynamic_axes=dynamic,
+                          opset_version=OPSET, do_constant_folding=True, dynamo=False)
+    model = force_ir_version(onnx.load(path))
+    onnx.save(model, path)
+    check_floor(model, os.path.basename(path))
+    return model
+
+
+def describe_io(model):
+    """``{"inputs": [...], "outputs": [...]}`` with name, dtype and shape
+    (``"N"`` for the dynamic batch axis) of a graph's boundary tensors."""
+    def one(info):
+        tensor = info.type.tensor_type
+        shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "N")
+                 for d in tensor.shape.dim]
+        return {"name": info.name, "dtype": DTYPES.get(tensor.elem_type, str(tensor.elem_type)),
+                "shape": shape}
+    return {"inputs": [one(i) for i in model.graph.input],
+            "outputs": [one(o) for o in model.graph.output]}
+
+
+def _provenance(checkpoint_path, payload):
+    import onnxruntime
+    return {"torch": torch.__version__, "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__, "opset": OPSET,
+            "ir_version": 7, "exporter": "torch.onnx.export(dynamo=False)",
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "checkpoint": os.path.basename(checkpoint_path),
+            "train": dict((k, v) for k, v in payload.get("train", {}).items()
+                          if isinstance(v, (int, float, str)))}
+
+
+def parse_precisions(text):
+    """``"fp32,fp16"`` -> ``("fp32", "fp16")``; fp32 is always exported first."""
+    wanted = [p.strip() for p in text.split(",") if p.strip()] if isinstance(text, str) else list(text)
+    bad = [p for p in wanted if p not in PRECISIONS]
+    if bad:
+        raise NanocapError("unknown precision %s (choose from %s)" % (", ".join(bad), ",".join(PRECISIONS)))
+    return tuple(["fp32"] + [p for p in PRECISIONS[1:] if p in wanted])
+
+
+def export_bundle(checkpoint_path, out_dir, precisions=("fp32",), max_len=None,
+                  calib_images=None, batch=1, data=None, split="test", score_limit=None):
+    """Export ``checkpoint_path`` to the bundle directory ``out_dir``; returns the meta dict.
+
+    ``precisions``: any of fp32/fp16/int8 (fp32 always). ``max_len``: greedy steps T
+    (default: the model's). ``calib_images``: directory of images for int8
+    calibration. ``batch``: batch size used for tracing (the axis stays dynamic).
+    ``data``: a dataset to score every precision on (``train.evaluate``).
+    """
+    precisions = parse_precisions(precisions)
+    model, vocab, payload = load_checkpoint(checkpoint_path)
+    max_len = int(max_len or model.config.max_len)
+    if max_len < 1:
+        raise NanocapError("--max-len must be at least 1")
+    os.makedirs(out_dir, exist_ok=True)
+    graphs = {}
+    for graph in GRAPHS:
+        module = build_graph(graph, model, vocab, max_len)
+        path = os.path.join(out_dir, graph_file(graph, "fp32"))
+        onnx_model = export_graph(module, example_inputs(graph, model, batch), path, graph)
+        entry = {"file": graph_file(graph, "fp32")}
+        entry.update(describe_io(onnx_model))
+        graphs[graph] = {"fp32": entry}
+    size = model.config.image_size
+    meta = {"vocab": vocab.to_dict(), "max_len": max_len,
+            "input": {"height": size, "width": size, "layout": "NHWC",
+                      "channels": "BGR", "dtype": "uint8"},
+            "model": model.config.to_dict(), "graphs": graphs,
+            "provenance": _provenance(checkpoint_path, payload), "scores": {}}
+    if len(precisions) > 1:
+        from export.quantize import add_variants
+        add_variants(out_dir, meta, precisions[1:], calib_images=calib_images,
+                     graph_file=graph_file, describe_io=describe_io)
+    meta = write_meta(out_dir, meta)
+    if data:
+        for precision in precisions:
+            scores = score_bundle(out_dir, precision, data, split, score_limit)
+            if scores:
+                update_scores(out_dir, precision, scores)
+        meta = load_bundle(out_dir).meta
+    return meta
+
+
+def score_bundle(bundle_dir, precision, data, split="test", limit=None):
+    """Scores of one precision through ``train.evaluate.evaluate_bundle`` (engineer
+    H2's code: the same scoring as ``train eval --bundle``); None if unavailable."""
+    try:
+        from train.evaluate import evaluate_bundle
+    except ImportError as exc:
+        print("export: scores not measured (train.evaluate.evaluate_bundle unavailable: %s)" % exc)
+        return None
+    return evaluate_bundle(bundle_dir, data, split=split, precision=precision, limit=limit)
+
+
+def add_arguments(parser):
+    parser.add_argument("--checkpoint", required=True, help="checkpoint .pt from train fit")
+    parser.add_argument("--out", required=True, help="bundle directory to write")
+    parser.add_argument("--precision", default="fp32",
+                        help="comma-separated precisions: fp32,fp16,int8 (fp32 always)")
+    parser.add_argument("--calib-images", help="directory of images for int8 calibration")
+    parser.add_argument("--max-len", type=int, help="greedy decoding steps T (default: model's)")
+    parser.add_argument("--batch", type=int, default=1, help="batch size used for tracing")
+    parser.add_argument("--data", help="dataset to score each precision on (stored in nanocap.json)")
+    parser.add_argument("--split", default="test", help="split of --data to score")
+    parser.add_argument("--limit", type=int, help="score at most N images")
+
+
+def run(args):
+    import json
+    meta = export_bundle(args.checkpoint, args.out, precisions=args.precision,
+                         max_len=args.max_len, calib_images=args.calib_images,
+                         batch=args.batch, data=args.data, split=args.split,
+                         score_limit=args.limit)
+    for name, digest in sorted(meta["files"].items()):
+        size = os.path.getsize(os.path.join(args.out, name))
+        print("%-28s %8.1f KiB  sha256 %s" % (name, size / 1024.0, digest[:16]))
+    print(json.dumps({"bundle": args.out, "files": sorted(meta["files"]),
+                      "max_len": meta["max_len"], "scores": meta.get("scores", {})}))
+    return 0
