@@ -1,0 +1,289 @@
+"""Captioning backends: frames in, captions (text, token ids, latency) out.
+
+One interface for every engine::
+
+    backend = open_backend(bundle, backend="auto", precision="fp32", decode="greedy")
+    results = backend.caption([frame, ...])   # uint8 [h, w, 3] BGR, any size
+    results[0].text, results[0].tokens, results[0].latency_ms
+    backend.providers        # what really runs, e.g. ["CPUExecutionProvider"]
+    backend.last_stages_ms   # {"resize", "inference", "decode"} of the last call, ms
+    backend.close()
+
+Decoding is written once, in ``Backend``: resize to the bundle's input size,
+then greedy through the one-call ``caption`` graph, or beam search
+(``edge.search.beam_search``) over ``encoder`` + ``decoder_step``, then
+detokenising with the bundle vocabulary. Subclasses only open a graph and run
+it: ``run(graph_name, feeds) -> list of outputs``.
+
+- ``OrtBackend``: ONNX Runtime, providers tried in the order TensorRT -> CUDA ->
+  CPU (only those installed); ``providers`` is ``session.get_providers()``.
+- ``TrtBackend``: native TensorRT through ``edge.trt_runner`` (engines built on
+  first run by the export builder and cached beside the ONNX).
+"""
+import importlib
+import sys
+import time
+from collections import namedtuple
+
+import numpy as np
+
+from edge.errors import NanocapError
+from edge.image import resize
+from edge.search import beam_search, trim_tokens
+
+CaptionResult = namedtuple("CaptionResult", "text tokens latency_ms")
+
+BACKENDS = ("auto", "ort", "trt")
+DECODES = ("greedy", "beam")
+ORT_PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider",
+                      "CPUExecutionProvider")
+ORT_INSTALL = ("ONNX Runtime is not installed: pip install onnxruntime "
+               "(onnxruntime-gpu on a CUDA machine; on a Jetson the JetPack wheel)")
+NP_DTYPES = {"uint8": np.uint8, "int32": np.int32, "int64": np.int64,
+             "float32": np.float32, "float16": np.float16}
+
+
+def _np_dtype(entry, index, default):
+    """numpy dtype of input ``index`` of a graph entry (``default`` if unknown)."""
+    try:
+        return NP_DTYPES.get(entry["inputs"][index]["dtype"], default)
+    except (KeyError, IndexError, TypeError):
+        return default
+
+
+class Backend(object):
+    """Base class: resize, decoding and detokenising, written once.
+
+    Subclasses implement ``open_graph(name, path)`` (called for every graph the
+    decode needs, at construction) and ``run(name, feeds) -> [outputs]``.
+    """
+
+    name = "base"
+
+    def __init__(self, bundle, precision="fp32", decode="greedy", beam_size=3):
+        if decode not in DECODES:
+            raise NanocapError("unknown decode %r (choose from %s)" % (decode, ", ".join(DECODES)))
+        self.bundle = bundle
+        self.precision = precision
+        self.decode = decode
+        self.beam_size = int(beam_size)
+        self.providers = []
+        self.last_stages_ms = {"resize": 0.0, "inference": 0.0, "decode": 0.0}
+        self.graphs = ("caption",) if decode == "greedy" else ("encoder", "decoder_step")
+        self.entries = dict((g, bundle.graph_entry(g, precision)) for g in self.graphs)
+        self.input_names = dict((g, [i["name"] for i in e.get("inputs", [])])
+                                for g, e in self.entries.items())
+        self._inference_s = 0.0
+
+    def _open_all(self):
+        for graph in self.graphs:
+            self.open_graph(graph, self.bundle.graph_path(graph, self.precision))
+
+    def open_graph(self, name, path):
+        raise NotImplementedError
+
+    def run(self, name, feeds):
+        raise NotImplementedError
+
+    def close(self):
+        """Release engines and sessions (idempotent)."""
+
+    def _timed_run(self, name, feeds):
+        t0 = time.perf_counter()
+        outputs = self.run(name, feeds)
+        self._inference_s += time.perf_counter() - t0
+        return outputs
+
+    def _feed(self, graph, values):
+        names = self.input_names[graph]
+        if len(names) != len(values):
+            raise NanocapError("graph %s expects inputs %s" % (graph, names))
+        return dict(zip(names, values))
+
+    def _greedy(self, batch):
+        """``uint8 [N,H,W,3]`` -> token ids ``[N, T]`` from the one-call caption graph."""
+        return self._timed_run("caption", self._feed("caption", [batch]))[0]
+
+    def _beam(self, batch):
+        """``uint8 [N,H,W,3]`` -> token ids ``[N, T]`` by beam search over the step graphs."""
+        state = self._timed_run("encoder", self._feed("encoder", [batch]))[0]
+        token_dtype = _np_dtype(self.entries["decoder_step"], 0, np.int32)
+        state_dtype = _np_dtype(self.entries["decoder_step"], 1, np.float32)
+
+        def step(tokens, step_state):
+            feeds = self._feed("decoder_step", [np.asarray(tokens, dtype=token_dtype),
+                                                np.asarray(step_state, dtype=state_dtype)])
+            logprobs, new_state = self._timed_run("decoder_step", feeds)[:2]
+            return logprobs, new_state
+
+        vocab = self.bundle.vocab
+        tokens, _ = beam_search(step, np.asarray(state, dtype=state_dtype), vocab.start_id,
+                                vocab.end_id, self.bundle.max_len, beam_size=self.beam_size)
+        return tokens
+
+    def caption(self, frames):
+        """Caption ``frames`` (list of ``uint8 [h, w, 3]`` BGR, any size).
+
+        Returns one ``CaptionResult(text, tokens, latency_ms)`` per frame;
+        ``latency_ms`` is the whole call (resize + inference + decode) in ms.
+        """
+        if not len(frames):
+            return []
+        t0 = time.perf_counter()
+        batch = np.stack([resize(f, self.bundle.input_size) for f in frames])
+        t1 = time.perf_counter()
+        self._inference_s = 0.0
+        ids = self._greedy(batch) if self.decode == "greedy" else self._beam(batch)
+        vocab = self.bundle.vocab
+        tokens = [trim_tokens(row, vocab.end_id) for row in np.asarray(ids)]
+        texts = [vocab.decode(t) for t in tokens]
+        t2 = time.perf_counter()
+        total_ms = (t2 - t0) * 1000.0
+        inference_ms = self._inference_s * 1000.0
+        self.last_stages_ms = {"resize": (t1 - t0) * 1000.0, "inference": inference_ms,
+                               "decode": max(0.0, (t2 - t1) * 1000.0 - inference_ms)}
+        return [CaptionResult(text, tok, total_ms) for text, tok in zip(texts, tokens)]
+
+    def describe(self):
+        """One line: backend, precision, decode and providers."""
+        return "%s %s %s (%s)" % (self.name, self.precision, self.decode,
+                                  ", ".join(self.providers) or "?")
+
+
+def import_onnxruntime():
+    """``onnxruntime`` or a ``NanocapError`` naming what to install."""
+    try:
+        return importlib.import_module("onnxruntime")
+    except ImportError:
+        raise NanocapError(ORT_INSTALL)
+
+
+def ort_provider_order(available, wanted=None):
+    """Providers to try: ``wanted`` (or TensorRT -> CUDA -> CPU), only those available."""
+    order = list(wanted) if wanted else list(ORT_PROVIDER_ORDER)
+    usable = [p for p in order if p in available]
+    if not usable:
+        raise NanocapError("none of the ONNX Runtime providers %s is available here (have: %s)"
+                           % (", ".join(order), ", ".join(available)))
+    return usable
+
+
+class OrtBackend(Backend):
+    """ONNX Runtime sessions, one per graph; ``providers`` = what the session uses."""
+
+    name = "ort"
+
+    def __init__(self, bundle, precision="fp32", decode="greedy", beam_size=3,
+                 providers=None, threads=None):
+        Backend.__init__(self, bundle, precision, decode, beam_size)
+        self.ort = import_onnxruntime()
+        self.wanted = ort_provider_order(self.ort.get_available_providers(), providers)
+        self.threads = threads
+        self.sessions = {}
+        self._open_all()
+        self.providers = list(self.sessions[self.graphs[0]].get_providers())
+
+    def _session(self, path, providers):
+        options = self.ort.SessionOptions()
+        options.log_severity_level = 3
+        if self.threads:
+            options.intra_op_num_threads = int(self.threads)
+        return self.ort.InferenceSession(path, sess_options=options, providers=providers)
+
+    def open_graph(self, name, path):
+        """Open ``path``; a provider that fails to start is dropped and the next tried."""
+        providers, last = list(self.wanted), None
+        while providers:
+            try:
+                self.sessions[name] = self._session(path, providers)
+                return
+            except Exception as exc:  # ORT raises its own exception types
+                last = exc
+                providers = providers[1:]
+        raise NanocapError("ONNX Runtime cannot load %s: %s" % (path, str(last).splitlines()[0]
+                                                               if str(last) else repr(last)))
+
+    def run(self, name, feeds):
+        return self.sessions[name].run(None, feeds)
+
+    def close(self):
+        self.sessions = {}
+
+
+class TrtBackend(Backend):
+    """Native TensorRT engines through ``edge.trt_runner`` (built on first run, cached)."""
+
+    name = "trt"
+
+    def __init__(self, bundle, precision="fp32", decode="greedy", beam_size=3,
+                 workspace_mb=None):
+        Backend.__init__(self, bundle, precision, decode, beam_size)
+        self.runner = import_trt_runner()
+        self.workspace_mb = workspace_mb
+        self.engines = {}
+        self._open_all()
+        self.providers = ["TensorRT"]
+
+    def open_graph(self, name, path):
+        kwargs = {} if self.workspace_mb is None else {"workspace_mb": self.workspace_mb}
+        engine = self.runner.engine_for(self.bundle, name, self.precision, **kwargs)
+        self.engines[name] = self.runner.TrtGraph(engine)
+
+    def run(self, name, feeds):
+        return self.engines[name](feeds)
+
+    def close(self):
+        for engine in self.engines.values():
+            closer = getattr(engine, "close", None)
+            if closer:
+                closer()
+        self.engines = {}
+
+
+def import_trt_runner():
+    """``edge.trt_runner`` with TensorRT behind it, or one line naming what to install."""
+    try:
+        return importlib.import_module("edge.trt_runner")
+    except ImportError as exc:
+        missing = (getattr(exc, "name", None) or "?").split(".")[0]
+        raise NanocapError("the TensorRT backend needs %r: install TensorRT's Python bindings "
+                           "and pycuda (JetPack ships both; pip install pycuda), or use "
+                           "--backend ort" % missing)
+
+
+def tensorrt_present():
+    """True where ``import tensorrt`` would work (checked without importing it)."""
+    try:
+        import importlib.util
+        return importlib.util.find_spec("tensorrt") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _as_bundle(bundle):
+    if isinstance(bundle, str):
+        from edge.bundle import load_bundle
+        return load_bundle(bundle)
+    return bundle
+
+
+def open_backend(bundle, backend="auto", precision="fp32", decode="greedy", beam_size=3,
+                 providers=None, workspace_mb=None, log=None):
+    """Open a captioning backend on ``bundle`` (a directory path or a loaded ``Bundle``).
+
+    ``backend``: "ort", "trt", or "auto" (TensorRT where it is installed, falling
+    back to ONNX Runtime with a note on ``log``, else ONNX Runtime).
+    ``providers``: ONNX Runtime providers to try (default TensorRT -> CUDA -> CPU).
+    """
+    if backend not in BACKENDS:
+        raise NanocapError("unknown backend %r (choose from %s)" % (backend, ", ".join(BACKENDS)))
+    bundle = _as_bundle(bundle)
+    if backend == "trt" or (backend == "auto" and tensorrt_present()):
+        try:
+            return TrtBackend(bundle, precision, decode, beam_size, workspace_mb=workspace_mb)
+        except NanocapError as exc:
+            if backend == "trt":
+                raise
+            (log or sys.stderr).write("nanocap: TensorRT not usable (%s); using ONNX Runtime\n"
+                                      % exc)
+    return OrtBackend(bundle, precision, decode, beam_size, providers=providers)
