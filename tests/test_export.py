@@ -1,0 +1,160 @@
+"""Bundle export: metadata round trip, parity with PyTorch, checksums, the CLI,
+and identical tokens under ONNX Runtime 1.10 on Python 3.6 (when installed)."""
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+from edge.bundle import load_bundle  # noqa: E402
+from edge.errors import NanocapError  # noqa: E402
+from export.__main__ import main as export_main  # noqa: E402
+from export.graphs import torch_greedy  # noqa: E402
+from export.onnx_export import export_bundle  # noqa: E402
+from train.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+
+VENV36 = os.environ.get("NANOCAP_PY36", "/work/venv36/bin/python")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _images(n, size=64, seed=0):
+    return np.random.RandomState(seed).randint(0, 256, (n, size, size, 3)).astype(np.uint8)
+
+
+def _session(path):
+    return ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+
+
+def test_bundle_metadata_round_trip(tiny_bundle, tiny_checkpoint):
+    bundle = load_bundle(tiny_bundle)
+    model, vocab, _ = load_checkpoint(tiny_checkpoint)
+    meta = bundle.meta
+    assert bundle.vocab.itos == vocab.itos
+    assert bundle.max_len == model.config.max_len == 8
+    assert bundle.input_size == (64, 64)
+    assert meta["input"]["layout"] == "NHWC" and meta["input"]["channels"] == "BGR"
+    assert meta["model"]["hidden"] == 32
+    assert meta["provenance"]["opset"] == 13 and meta["provenance"]["torch"] == torch.__version__
+    assert sorted(meta["files"]) == ["caption.onnx", "decoder_step.onnx", "encoder.onnx"]
+    caption = bundle.graph_entry("caption")
+    assert caption["inputs"] == [{"name": "image", "dtype": "uint8", "shape": ["N", 64, 64, 3]}]
+    assert caption["outputs"] == [{"name": "tokens", "dtype": "int32", "shape": ["N", 8]},
+                                  {"name": "logprobs", "dtype": "float32", "shape": ["N", 8]}]
+    step = bundle.graph_entry("decoder_step")
+    assert [(i["name"], i["dtype"], i["shape"]) for i in step["inputs"]] == [
+        ("token", "int32", ["N"]), ("state", "float32", ["N", 32])]
+    assert [(o["name"], o["shape"]) for o in step["outputs"]] == [
+        ("logprobs", ["N", len(vocab)]), ("state_out", ["N", 32])]
+    assert bundle.precisions("caption") == ["fp32"]
+
+
+def test_graphs_match_pytorch(tiny_bundle, tiny_checkpoint):
+    model, vocab, _ = load_checkpoint(tiny_checkpoint)
+    images = _images(3)
+    tokens, scores = torch_greedy(model, torch.from_numpy(images), vocab.start_id,
+                                  vocab.end_id, 8)
+    out_tokens, out_scores = _session(os.path.join(tiny_bundle, "caption.onnx")).run(
+        None, {"image": images})
+    assert out_tokens.dtype == np.int32 and out_tokens.shape == (3, 8)
+    np.testing.assert_array_equal(out_tokens, tokens.numpy())
+    np.testing.assert_allclose(out_scores, scores.numpy(), atol=1e-4)
+
+    state = _session(os.path.join(tiny_bundle, "encoder.onnx")).run(None, {"image": images})[0]
+    with torch.no_grad():
+        ref_state = model.init_state(model.encode(torch.from_numpy(images)))
+        token = np.array([vocab.start_id, 5, 7], dtype=np.int32)
+        ref_lp, ref_next = model.step(torch.from_numpy(token), ref_state)
+    np.testing.assert_allclose(state, ref_state.numpy(), atol=1e-4)
+    lp, nxt = _session(os.path.join(tiny_bundle, "decoder_step.onnx")).run(
+        None, {"token": token, "state": state})
+    np.testing.assert_allclose(lp, ref_lp.numpy(), atol=1e-4)
+    np.testing.assert_allclose(nxt, ref_next.numpy(), atol=1e-4)
+
+
+def test_tokens_are_zero_after_end(tiny_checkpoint, tmp_path):
+    """A model that prefers <end> after one word: tokens and logprobs are 0 after it."""
+    model, vocab, payload = load_checkpoint(tiny_checkpoint)
+    word = vocab.stoi["circle"]
+    with torch.no_grad():
+        model.out.bias.zero_()
+        model.out.weight.zero_()
+        model.out.bias[word] = 5.0
+        # <end> wins once the embedding of "circle" has gone through the GRU input:
+        model.embed.weight.zero_()
+        model.rnn.weight_hh_l0.zero_()
+        model.rnn.bias_hh_l0.zero_()
+        model.init_state_proj.weight.zero_()
+        model.init_state_proj.bias.fill_(-1.0)
+        model.embed.weight[word, 0] = 10.0
+        model.rnn.weight_ih_l0.zero_()
+        model.rnn.bias_ih_l0.zero_()
+        hidden = model.config.hidden
+        model.rnn.weight_ih_l0[2 * hidden, 0] = 1.0  # n gate of unit 0 follows it
+        model.out.weight[vocab.end_id, 0] = 100.0
+    ckpt = str(tmp_path / "end.pt")
+    save_checkpoint(ckpt, model, vocab)
+    export_bundle(ckpt, str(tmp_path / "b"), max_len=5)
+    tokens, scores = _session(str(tmp_path / "b" / "caption.onnx")).run(
+        None, {"image": _images(2)})
+    assert tokens.tolist() == [[word, vocab.end_id, 0, 0, 0]] * 2
+    assert np.all(scores[:, 2:] == 0) and np.all(scores[:, 0] < 0) and np.all(scores <= 0)
+    ref_tokens, _ = torch_greedy(model, torch.from_numpy(_images(2)), vocab.start_id,
+                                 vocab.end_id, 5)
+    np.testing.assert_array_equal(tokens, ref_tokens.numpy())
+
+
+def test_corrupted_or_edited_file_is_refused(tiny_bundle, tmp_path):
+    copy = str(tmp_path / "copy")
+    shutil.copytree(tiny_bundle, copy)
+    load_bundle(copy)  # intact copy loads
+    path = os.path.join(copy, "decoder_step.onnx")
+    data = bytearray(open(path, "rb").read())
+    data[len(data) // 2] ^= 0xFF
+    open(path, "wb").write(bytes(data))
+    with pytest.raises(NanocapError, match="checksum"):
+        load_bundle(copy)
+    os.remove(path)
+    with pytest.raises(NanocapError, match="missing"):
+        load_bundle(copy)
+
+
+def test_cli_export_and_errors(tiny_checkpoint, tmp_path, capsys):
+    out = str(tmp_path / "cli")
+    assert export_main(["onnx", "--checkpoint", tiny_checkpoint, "--out", out,
+                        "--max-len", "4"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert json.loads(last)["max_len"] == 4
+    assert load_bundle(out).graph_entry("caption")["outputs"][0]["shape"] == ["N", 4]
+    assert export_main(["onnx", "--checkpoint", str(tmp_path / "nope.pt"),
+                        "--out", out]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "checkpoint not found" in err[0]
+    assert export_main(["onnx", "--checkpoint", tiny_checkpoint, "--out", out,
+                        "--precision", "fp8"]) == 2
+
+
+@pytest.mark.skipif(not os.path.exists(VENV36), reason="no Python 3.6 venv with onnxruntime 1.10")
+def test_same_tokens_under_onnxruntime_1_10_on_python36(tiny_bundle, tmp_path):
+    images = _images(4, seed=3)
+    np.save(str(tmp_path / "images.npy"), images)
+    script = ("import sys, numpy as np, onnxruntime as ort\n"
+              "assert sys.version_info[:2] == (3, 6), sys.version\n"
+              "s = ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])\n"
+              "t, lp = s.run(None, {'image': np.load(sys.argv[2])})\n"
+              "np.save(sys.argv[3], t); print(ort.__version__)\n")
+    out = str(tmp_path / "tokens36.npy")
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.run([VENV36, "-c", script, os.path.join(tiny_bundle, "caption.onnx"),
+                           str(tmp_path / "images.npy"), out],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().startswith("1.10")
+    now = _session(os.path.join(tiny_bundle, "caption.onnx")).run(None, {"image": images})[0]
+    np.testing.assert_array_equal(np.load(out), now)
