@@ -1,0 +1,151 @@
+"""Rendering benchmark results: terminal table, markdown, JSON and a bar chart.
+
+Input is the report dict of ``scripts/benchmark_fps.py``::
+
+    {"machine", "versions", "model": {"params", "flops_per_caption", ...},
+     "results": [rows], "skipped": [...], "live": {...} or None,
+     "matmul_peak_gflops": float}
+"""
+import json
+
+COLUMNS = (("backend", "backend"), ("precision", "prec"), ("decode", "decode"),
+           ("captions_per_s", "captions/s"), ("speedup", "x torch"),
+           ("p50", "p50 ms"), ("p95", "p95 ms"), ("p99", "p99 ms"),
+           ("resize", "resize"), ("inference", "infer"), ("decode_ms", "detok"),
+           ("rss_mb", "RSS MB"), ("agreement", "agree"), ("gflops_per_s", "GFLOP/s"))
+
+
+def _fmt(value, digits=1):
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return "%.*f" % (digits, value)
+    return str(value)
+
+
+def speedups(rows):
+    """captions/s of each row divided by the torch fp32 row with the same decode."""
+    base = dict((r["decode"], r["captions_per_s"]) for r in rows
+                if r["backend"] == "torch" and r["precision"] == "fp32")
+    out = []
+    for row in rows:
+        ref = base.get(row["decode"])
+        out.append(row["captions_per_s"] / ref if ref and row["captions_per_s"] else None)
+    return out
+
+
+def table_cells(rows):
+    """Header and string cells, one list per row, in COLUMNS order."""
+    cells = []
+    for row, speed in zip(rows, speedups(rows)):
+        lat, stages = row.get("latency_ms") or {}, row.get("stages_ms") or {}
+        values = {"speedup": speed, "p50": lat.get("p50"), "p95": lat.get("p95"),
+                  "p99": lat.get("p99"), "resize": stages.get("resize"),
+                  "inference": stages.get("inference"), "decode_ms": stages.get("decode")}
+        line = []
+        for key, _ in COLUMNS:
+            value = values[key] if key in values else row.get(key)
+            digits = 2 if key in ("agreement", "speedup", "resize", "decode_ms") else 1
+            line.append(_fmt(value, digits))
+        cells.append(line)
+    return [title for _, title in COLUMNS], cells
+
+
+def text_table(rows):
+    """A fixed-width table for the terminal."""
+    header, cells = table_cells(rows)
+    widths = [max([len(header[i])] + [len(c[i]) for c in cells]) for i in range(len(header))]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    for line in cells:
+        lines.append("  ".join(c.rjust(w) for c, w in zip(line, widths)))
+    return "\n".join(lines)
+
+
+def markdown_table(rows):
+    """The same table in GitHub markdown."""
+    header, cells = table_cells(rows)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for line in cells:
+        lines.append("| " + " | ".join(line) + " |")
+    return "\n".join(lines)
+
+
+def summary_lines(report):
+    """Model cost, matmul peak, live loop, skipped combinations and warnings."""
+    model, lines = report.get("model") or {}, []
+    flops = (model.get("flops_per_caption") or {}).get("greedy")
+    if model.get("params"):
+        lines.append("model: %s, %.2f M parameters, %s GFLOP per greedy caption (T=%s)"
+                     % (model.get("name", "?"), model["params"] / 1e6,
+                        _fmt(flops / 1e9 if flops else None, 3), model.get("max_len")))
+    peak = report.get("matmul_peak_gflops")
+    if peak:
+        best = max([r.get("gflops_per_s") or 0.0 for r in report.get("results", [])] or [0.0])
+        lines.append("CPU fp32 matmul peak: %.1f GFLOP/s; best row achieves %.1f GFLOP/s"
+                     " (%.0f%% of peak)" % (peak, best, 100.0 * best / peak))
+    live = report.get("live")
+    if live:
+        lines.append("live loop (%s, %s frames, headless): display %s FPS, captions %s/s, "
+                     "caption latency p50 %s ms, dropped %s"
+                     % (live.get("source"), live.get("frames"), _fmt(live.get("display_fps")),
+                        _fmt(live.get("caption_fps")), _fmt(live.get("caption_latency_p50_ms")),
+                        live.get("dropped_frames")))
+    for skip in report.get("skipped", []):
+        lines.append("skipped %s %s %s: %s" % (skip["backend"], skip["precision"],
+                                               skip["decode"], skip["reason"]))
+    jetson = (report.get("machine") or {}).get("jetson") or {}
+    for warning in jetson.get("warnings", []):
+        lines.append("WARNING: %s" % warning)
+    return lines
+
+
+def render_text(report):
+    """The terminal report: table then summary lines."""
+    return "\n".join([text_table(report.get("results", []))] + summary_lines(report))
+
+
+def render_markdown(report):
+    """A markdown section: machine line, table, summary bullets."""
+    machine = report.get("machine") or {}
+    head = "Machine: %s, %s usable CPUs, %s MiB; onnxruntime %s" % (
+        machine.get("cpu"), machine.get("cpus_usable", machine.get("cpu_count")),
+        machine.get("memory_mb"), (report.get("versions") or {}).get("onnxruntime"))
+    bullets = ["- %s" % line for line in summary_lines(report)]
+    return "\n".join([head, "", markdown_table(report.get("results", [])), ""] + bullets) + "\n"
+
+
+def write_json(report, path):
+    with open(path, "w") as handle:
+        json.dump(report, handle, indent=1, sort_keys=True)
+        handle.write("\n")
+
+
+def write_markdown(report, path):
+    with open(path, "w") as handle:
+        handle.write(render_markdown(report))
+
+
+def write_plot(report, path):
+    """A bar chart of captions/s per combination (matplotlib: optional)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        from edge.errors import NanocapError
+        raise NanocapError("--plot needs matplotlib: pip install matplotlib")
+    rows = report.get("results", [])
+    labels = ["%s\n%s %s" % (r["backend"], r["precision"], r["decode"]) for r in rows]
+    values = [r["captions_per_s"] or 0.0 for r in rows]
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(rows)), 3.5))
+    ax.bar(range(len(rows)), values, color="#4a7ab5")
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels(labels, fontsize=7)
+    ax.set_ylabel("captions / s")
+    ax.set_title("nanocap: %s" % ((report.get("machine") or {}).get("cpu") or ""), fontsize=9)
+    for i, v in enumerate(values):
+        ax.text(i, v, "%.0f" % v, ha="center", va="bottom", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

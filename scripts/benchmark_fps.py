@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""Benchmark a bundle: every backend, precision and decoding side by side.
+
+    python scripts/benchmark_fps.py --bundle DIR [--checkpoint CKPT]
+        [--backends torch,ort-cpu,ort-cuda,ort-trt,trt] [--precisions fp32,fp16,int8]
+        [--decode greedy,beam] [--frames N] [--warmup N] [--source URI] [--batch N]
+        [--json OUT] [--markdown OUT] [--plot OUT.png]
+
+Combinations that cannot run here are listed as skipped with the reason. The
+PyTorch eager reference (``torch``, needs ``--checkpoint``) runs in the same
+process on the same frames, so speed-ups are ratios measured in one run. The
+measuring is in ``edge.benchmark``; this file only wires it together. The last
+stdout line is one JSON summary object.
+"""
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from edge import bench_report, bench_system  # noqa: E402
+from edge import benchmark as bench  # noqa: E402
+from edge.bundle import load_bundle  # noqa: E402
+from edge.errors import NanocapError, run_cli  # noqa: E402
+
+MAX_DISTINCT_FRAMES = 100
+
+
+def get_parser():
+    p = argparse.ArgumentParser(prog="benchmark_fps.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--bundle", required=True, help="bundle directory (python -m export onnx)")
+    p.add_argument("--checkpoint", help="checkpoint .pt: adds the PyTorch eager reference row")
+    p.add_argument("--backends", default=",".join(bench.BACKENDS),
+                   help="comma list of %s (default: all; unavailable ones are skipped)"
+                   % ",".join(bench.BACKENDS))
+    p.add_argument("--precisions", default="fp32,fp16,int8", help="comma list (default: all)")
+    p.add_argument("--decode", default="greedy,beam", help="comma list of greedy,beam")
+    p.add_argument("--beam-size", type=int, default=3, help="beam width K (default 3)")
+    p.add_argument("--frames", type=int, default=100,
+                   help="captions measured per combination (default 100)")
+    p.add_argument("--warmup", type=int, default=5, help="uncounted warm-up calls (default 5)")
+    p.add_argument("--source", default="synthetic://",
+                   help="where frames come from: synthetic://, an image folder or a video file")
+    p.add_argument("--batch", type=int, default=1, help="frames per call (default 1)")
+    p.add_argument("--live-frames", type=int, default=None,
+                   help="frames for the end-to-end live-loop row (default --frames; 0: skip it)")
+    p.add_argument("--json", help="write the whole report as JSON here")
+    p.add_argument("--markdown", help="write the table as markdown here")
+    p.add_argument("--plot", help="write a bar chart PNG here (needs matplotlib)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def load_frames(source, count):
+    """Up to ``count`` distinct ``uint8`` BGR frames from ``source`` (any size)."""
+    from edge.sources import read_frames
+    frames = read_frames(source, min(count, MAX_DISTINCT_FRAMES))
+    if not frames:
+        raise NanocapError("no frames could be read from %s" % source)
+    return frames
+
+
+def make_opener(bundle, checkpoint, beam_size):
+    """``opener(name, precision, decode) -> backend`` for ``edge.benchmark.run_plan``."""
+    def opener(name, precision, decode):
+        if name != "torch":
+            return bench.open_edge_backend(bundle, name, precision, decode, beam_size)
+        if not checkpoint:
+            raise bench.Skip("the PyTorch reference needs --checkpoint")
+        try:
+            from train.torch_backend import TorchBackend
+        except ImportError as exc:
+            raise bench.Skip("PyTorch is not installed here (%s)" % exc)
+        return TorchBackend(checkpoint, decode=decode, beam_size=beam_size)
+    return opener
+
+
+def model_cost(bundle, beam_size):
+    """Parameters and FLOPs per caption (needs torch; else a note)."""
+    try:
+        from train.flops import cost_from_config
+    except ImportError as exc:
+        return {"params": None, "flops_per_caption": None,
+                "note": "FLOPs not counted: PyTorch is not installed (%s)" % exc}
+    return cost_from_config(bundle.meta["model"], max_len=bundle.max_len, beam_size=beam_size)
+
+
+def live_row(bundle_dir, source, frames):
+    """The end-to-end live loop (source -> caption -> overlay -> headless sink)."""
+    from edge.live import benchmark_live
+    summary = benchmark_live(bundle_dir, source, frames)
+    lat = summary.get("caption_latency_ms") or {}
+    return {"source": source, "frames": summary.get("frames"),
+            "display_fps": summary.get("display_fps"), "caption_fps": summary.get("caption_fps"),
+            "caption_latency_p50_ms": lat.get("p50"), "caption_latency_p95_ms": lat.get("p95"),
+            "dropped_frames": summary.get("dropped_frames"), "backend": summary.get("backend"),
+            "providers": summary.get("providers")}
+
+
+def headline(report):
+    """Key ratios for the last stdout line (and the demo's report)."""
+    rows = report["results"]
+    speed = dict(((r["backend"], r["precision"], r["decode"]), r["captions_per_s"]) for r in rows)
+    torch_g, ort_g = speed.get(("torch", "fp32", "greedy")), speed.get(("ort-cpu", "fp32", "greedy"))
+    int8_g = speed.get(("ort-cpu", "int8", "greedy"))
+    peak = report.get("matmul_peak_gflops")
+    best = max([r.get("gflops_per_s") or 0.0 for r in rows] or [0.0])
+    return {"rows": len(rows), "skipped": len(report["skipped"]),
+            "ort_fp32_vs_torch": ort_g / torch_g if ort_g and torch_g else None,
+            "int8_vs_fp32": int8_g / ort_g if int8_g and ort_g else None,
+            "int8_vs_torch": int8_g / torch_g if int8_g and torch_g else None,
+            "best_gflops_per_s": best or None, "matmul_peak_gflops": peak,
+            "fraction_of_peak": best / peak if best and peak else None,
+            "live_display_fps": (report.get("live") or {}).get("display_fps")}
+
+
+def main(argv):
+    args = get_parser().parse_args(argv)
+    if args.frames < 1 or args.batch < 1 or args.warmup < 0:
+        raise NanocapError("--frames and --batch must be >= 1 and --warmup >= 0")
+    bundle = load_bundle(args.bundle)
+    combos = bench.plan(bench.parse_list(args.backends, bench.BACKENDS, "backends"),
+                        bench.parse_list(args.precisions, ("fp32", "fp16", "int8"), "precisions"),
+                        bench.parse_list(args.decode, bench.DECODES, "decode"))
+    machine = bench_system.machine_info()
+    for warning in (machine.get("jetson") or {}).get("warnings", []):
+        sys.stderr.write("WARNING: %s\n" % warning)
+    frames = load_frames(args.source, args.frames)
+    print("benchmark: %d combinations, %d captions each (%d distinct frames from %s, "
+          "%dx%d), warm-up %d, batch %d" % (len(combos), args.frames, len(frames), args.source,
+                                            frames[0].shape[1], frames[0].shape[0], args.warmup,
+                                            args.batch), flush=True)
+    rows, skipped = bench.run_plan(
+        combos, make_opener(bundle, args.checkpoint, args.beam_size), frames, args.frames,
+        args.warmup, args.batch, progress=lambda s: print("  measuring %s" % s, flush=True))
+    live_frames = args.frames if args.live_frames is None else args.live_frames
+    live = live_row(args.bundle, args.source, live_frames) if live_frames > 0 else None
+    cost = model_cost(bundle, args.beam_size)
+    bench.add_agreement(rows)
+    bench.add_gflops(rows, cost.get("flops_per_caption"))
+    machine["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    report = {"machine": machine, "versions": bench_system.versions(), "model": cost,
+              "bundle": os.path.abspath(args.bundle), "source": args.source,
+              "settings": {"frames": args.frames, "warmup": args.warmup, "batch": args.batch,
+                           "distinct_frames": len(frames), "beam_size": args.beam_size},
+              "matmul_peak_gflops": bench_system.matmul_peak_gflops(),
+              "results": rows, "skipped": skipped, "live": live}
+    report["summary"] = headline(report)
+    print(bench_report.render_text(report))
+    if args.json:
+        bench_report.write_json(report, args.json)
+    if args.markdown:
+        bench_report.write_markdown(report, args.markdown)
+    if args.plot:
+        bench_report.write_plot(report, args.plot)
+    print(json.dumps(report["summary"], sort_keys=True))
+    return 0 if rows else 1
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main, prog="benchmark_fps.py"))

@@ -1,0 +1,143 @@
+"""The FPS benchmark: measurement core, skips, agreement, report schema, CLI."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from edge import bench_report, bench_system
+from edge import benchmark as bench
+from edge.bundle import load_bundle
+from edge.errors import NanocapError
+from edge.image import list_images, read_image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "scripts", "benchmark_fps.py")
+ROW_KEYS = {"backend", "precision", "decode", "captions_per_s", "latency_ms", "stages_ms",
+            "rss_mb", "agreement", "providers", "gflops_per_s"}
+
+
+@pytest.fixture(scope="module")
+def frames(shared_data):
+    """Four real Flickr8k photos (about 500x375), uint8 BGR."""
+    paths = list_images(os.path.join(shared_data, "flickr8k", "images"))[:4]
+    return [read_image(p) for p in paths]
+
+
+def test_percentiles_and_agreement():
+    lat = bench.percentiles(list(range(1, 101)))
+    assert lat["p50"] == pytest.approx(50.5) and lat["p99"] == pytest.approx(99.01)
+    assert lat["mean"] == pytest.approx(50.5)
+    assert bench.percentiles([])["p95"] is None
+    assert bench.agreement({0: "a b", 1: "c", 2: "d"}, {0: "a b", 1: "x", 2: "d"}) == pytest.approx(2 / 3.0)
+    assert bench.agreement({5: "a"}, {0: "a"}) is None
+
+
+def test_parse_list_and_plan():
+    assert bench.parse_list("ort-cpu, torch", bench.BACKENDS, "backends") == ["ort-cpu", "torch"]
+    with pytest.raises(NanocapError, match="onnx"):
+        bench.parse_list("torch,onnx", bench.BACKENDS, "backends")
+    combos = bench.plan(["torch", "ort-cpu"], ["fp32", "int8"], ["greedy"])
+    # edge rows first; torch runs fp32 only (it is the reference), last
+    assert combos == [("ort-cpu", "fp32", "greedy"), ("ort-cpu", "int8", "greedy"),
+                      ("torch", "fp32", "greedy")]
+
+
+class CountingBackend(object):
+    """A stand-in that sleeps nothing: counts calls, echoes frame ids as captions."""
+    providers = ["fake"]
+
+    def __init__(self):
+        self.calls, self.last_stages_ms, self.closed = 0, {}, False
+
+    def caption(self, frames):
+        from edge.backends import CaptionResult
+        self.calls += 1
+        self.last_stages_ms = {"resize": 1.0, "inference": 2.0, "decode": 0.5}
+        return [CaptionResult("frame %d" % int(f[0, 0, 0]), [4], 3.5) for f in frames]
+
+    def close(self):
+        self.closed = True
+
+
+def test_time_backend_counts_warmup_apart_and_cycles_frames():
+    frames = [np.full((4, 4, 3), i, np.uint8) for i in range(3)]
+    backend = CountingBackend()
+    row = bench.time_backend(backend, frames, captions=7, warmup=2, batch=2)
+    assert backend.calls == 2 + 4                      # ceil(7 / 2) timed calls after warm-up
+    assert row["captions"] == 8 and row["captions_per_s"] > 0
+    assert row["stages_ms"] == {"resize": 1.0, "inference": 2.0, "decode": 0.5}
+    assert row["texts"] == {0: "frame 0", 1: "frame 1", 2: "frame 2"}
+    assert row["latency_ms"]["p50"] <= row["latency_ms"]["p99"]
+
+
+def test_clocks_locked_reads_sysfs(tmp_path):
+    for cpu, (low, high) in enumerate([("1479000", "1479000"), ("102000", "1479000")]):
+        d = tmp_path / ("cpu%d" % cpu) / "cpufreq"
+        d.mkdir(parents=True)
+        (d / "scaling_min_freq").write_text(low)
+        (d / "scaling_max_freq").write_text(high)
+    assert bench_system.clocks_locked(str(tmp_path)) is False
+    (tmp_path / "cpu1" / "cpufreq" / "scaling_min_freq").write_text("1479000")
+    assert bench_system.clocks_locked(str(tmp_path)) is True
+    assert bench_system.clocks_locked(str(tmp_path / "none")) is None
+
+
+def test_machine_versions_and_matmul_peak():
+    info = bench_system.machine_info()
+    assert info["cpu_count"] >= 1 and info["memory_mb"] > 0
+    assert bench_system.versions()["onnxruntime"]
+    assert bench_system.matmul_peak_gflops(n=128, seconds=0.05) > 0.1
+
+
+def test_run_plan_measures_skips_and_agrees(tiny_bundle, tiny_checkpoint, frames):
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    import benchmark_fps
+    bundle = load_bundle(tiny_bundle)
+    combos = bench.plan(["torch", "ort-cpu", "ort-cuda", "trt"], ["fp32", "int8"],
+                        ["greedy", "beam"])
+    opener = benchmark_fps.make_opener(bundle, tiny_checkpoint, 2)
+    rows, skipped = bench.run_plan(combos, opener, frames, captions=4, warmup=1)
+    bench.add_agreement(rows)
+    bench.add_gflops(rows, {"greedy": 1e6, "beam": 3e6})
+    measured = set((r["backend"], r["precision"], r["decode"]) for r in rows)
+    assert measured == {("ort-cpu", "fp32", "greedy"), ("ort-cpu", "fp32", "beam"),
+                        ("torch", "fp32", "greedy"), ("torch", "fp32", "beam")}
+    reasons = dict(((s["backend"], s["precision"], s["decode"]), s["reason"]) for s in skipped)
+    assert "int8" in reasons[("ort-cpu", "int8", "greedy")]          # tiny bundle is fp32 only
+    assert "CUDAExecutionProvider" in reasons[("ort-cuda", "fp32", "greedy")]
+    assert "TensorRT" in reasons[("trt", "fp32", "beam")] or "tensorrt" in reasons[("trt", "fp32", "beam")]
+    for row in rows:
+        assert ROW_KEYS <= set(row) and "texts" not in row
+        assert row["captions"] == 4 and row["rss_mb"] > 10
+        assert row["reference"] == "torch fp32"
+        assert set(row["stages_ms"]) == {"resize", "inference", "decode"}
+    ort = [r for r in rows if r["backend"] == "ort-cpu"]
+    assert ort[0]["providers"] == ["CPUExecutionProvider"]
+    assert all(r["agreement"] == 1.0 for r in ort)        # exported graphs match torch
+    assert all(r["gflops_per_s"] > 0 for r in rows)
+
+
+def test_reports_render(tmp_path):
+    row = {"backend": "ort-cpu", "precision": "fp32", "decode": "greedy", "captions_per_s": 200.0,
+           "latency_ms": {"p50": 5.0, "p95": 6.0, "p99": 7.0}, "rss_mb": 80.0, "agreement": 1.0,
+           "stages_ms": {"resize": 0.1, "inference": 4.8, "decode": 0.1}, "gflops_per_s": 50.0}
+    ref = dict(row, backend="torch", captions_per_s=25.0, gflops_per_s=6.25)
+    report = {"machine": {"cpu": "test cpu", "jetson": {"warnings": ["clocks are not locked"]}},
+              "versions": {"onnxruntime": "1"}, "matmul_peak_gflops": 100.0,
+              "model": {"name": "m", "params": 2e6, "flops_per_caption": {"greedy": 2.5e8},
+                        "max_len": 20},
+              "results": [row, ref], "live": {"display_fps": 30.0, "caption_fps": 20.0},
+              "skipped": [{"backend": "trt", "precision": "fp32", "decode": "greedy",
+                           "reason": "no TensorRT"}]}
+    text = bench_report.render_text(report)
+    assert "8.00" in text                                        # 200 / 25 captions/s vs torch
+    assert "50% of peak" in text and "skipped trt fp32 greedy: no TensorRT" in text
+    assert "WARNING: clocks are not locked" in text
+    md = bench_report.render_markdown(report)
+    assert md.count("\n| ") == 3 and "| captions/s |" in md
+    pytest.importorskip("matplotlib")
+    bench_report.write_plot(report, str(tmp_path / "p.png"))
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
