@@ -1,0 +1,350 @@
+"""``python -m train fit``: train a captioner (also under ``torchrun``, DDP).
+
+Phases: ``joint`` (encoder + decoder trained together), or with
+``--freeze-encoder`` a ``decoder`` phase on encoder features computed once and
+cached on disk, then ``--finetune-epochs`` of ``finetune`` (joint, LR / 10).
+Each epoch writes ``RUN/last.pt`` (resumed from when present), ``RUN/best.pt``
+when the validation CIDEr improves (greedy decoding, ``train.metrics.quick_scores``)
+and one line of ``RUN/log.jsonl``. ``--minutes`` stops on a wall-clock budget;
+the LR follows a warm-up then a cosine over steps or time, whichever runs out first.
+"""
+import contextlib
+import json
+import math
+import os
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
+
+from edge.errors import NanocapError
+from edge.vocab import Vocabulary, clean_caption
+from train import data as tdata
+from train import distributed
+from train.checkpoint import read_checkpoint, save_checkpoint
+from train.datasets import FORMATS, by_split, filter_existing, load_dataset
+from train.decoding import greedy_search
+from train.metrics import quick_scores
+from train.model import BACKBONES, Captioner, ModelConfig
+
+
+def add_arguments(parser):
+    a = parser.add_argument
+    a("--data", required=True, help="caption file (Flickr token/CSV, COCO json, Karpathy json)")
+    a("--images-dir", help="folder of the images (default: found beside --data)")
+    a("--format", default="auto", choices=FORMATS, help="caption file format (default auto)")
+    a("--out", required=True, help="run folder: last.pt, best.pt, log.jsonl, feature cache")
+    a("--backbone", default="mobilenet_v3_small", help="torchvision model (%s, ...)" % ", ".join(BACKBONES))
+    a("--weights", default="imagenet", choices=("imagenet", "none"), help="backbone init")
+    a("--rnn", default="gru", choices=("gru", "lstm"))
+    a("--hidden", type=int, default=512, help="RNN state size")
+    a("--embed", type=int, default=256, help="word embedding size")
+    a("--image-size", type=int, default=224, help="square input side in pixels")
+    a("--epochs", type=int, default=20, help="epochs (decoder epochs with --freeze-encoder)")
+    a("--minutes", type=float, help="wall-clock budget for the whole run")
+    a("--batch-size", type=int, default=32, help="images per batch (each with its captions)")
+    a("--lr", type=float, default=1e-3, help="peak Adam learning rate")
+    a("--min-count", type=int, default=5, help="minimum word count for the vocabulary")
+    a("--max-len", type=int, default=20, help="maximum caption length (words + <end>)")
+    a("--label-smoothing", type=float, default=0.0)
+    a("--freeze-encoder", action="store_true", help="two-step: cache features, train decoder")
+    a("--finetune-epochs", type=int, default=0, help="joint epochs after --freeze-encoder")
+    a("--workers", type=int, help="DataLoader workers (default: 0 if images fit in memory)")
+    a("--seed", type=int, default=0)
+    a("--val-images", type=int, default=250, help="validation images decoded per epoch")
+    a("--clip", type=float, default=5.0, help="gradient norm clipping")
+    a("--dropout", type=float, default=0.2)
+    a("--bn-momentum", type=float, default=0.1, help="backbone BatchNorm momentum")
+    a("--preload-mb", type=float, default=2048, help="preload images when they fit in this")
+    a("--no-progress", action="store_true", help="no tqdm progress bar")
+
+
+def run(args):
+    ctx = distributed.setup()
+    try:
+        return fit(args, ctx)
+    finally:
+        distributed.cleanup(ctx)
+
+
+def prepare_records(args, log):
+    """``{split: records}`` with missing images dropped (and counted)."""
+    records = load_dataset(args.data, args.images_dir, args.format)
+    listed = by_split(records)
+    records, _ = filter_existing(records, log)
+    splits = by_split(records)
+    if not splits["train"]:
+        present = ", ".join("%s %d" % (s, len(splits[s])) for s in ("val", "test") if splits[s])
+        raise NanocapError("no usable images in the train split (%d listed, all missing%s); "
+                           "check --data and --images-dir"
+                           % (len(listed["train"]), "; present: " + present if present else ""))
+    return splits
+
+
+def build_model(args, vocab, resume):
+    """The Captioner: rebuilt from ``resume`` (a checkpoint dict) or new from ``args``."""
+    if resume is not None:
+        model = Captioner(ModelConfig.from_dict(resume["config"]), weights="none")
+        model.load_state_dict(resume["model"])
+        return model
+    config = ModelConfig(vocab_size=len(vocab), backbone=args.backbone, rnn=args.rnn,
+                         embed=args.embed, hidden=args.hidden, image_size=args.image_size,
+                         max_len=args.max_len, dropout=args.dropout, bn_momentum=args.bn_momentum)
+    return Captioner(config, weights=args.weights)
+
+
+def load_sources(args, splits, size, log, ctx):
+    """Preloaded (or lazy) train and val image sources; unreadable files counted."""
+    train, bad = tdata.load_images(splits["train"], size, args.preload_mb, progress=ctx.main and not args.no_progress)
+    val, bad_val = tdata.load_images(splits["val"][:args.val_images], size, args.preload_mb)
+    if bad + bad_val:
+        log("%d unreadable images skipped (corrupt or not an image)" % (bad + bad_val))
+    if not len(train):
+        raise NanocapError("no usable images in the train split (%d unreadable)" % bad)
+    return train, val
+
+
+class TrainStep(nn.Module):
+    """What DDP wraps: ``(inputs, tokens_in [M,T], owner [M]) -> logits [M,T,V]``;
+    inputs are images ``uint8 [B,H,W,3]`` or cached features ``[B,F]``."""
+
+    def __init__(self, model, from_features):
+        super().__init__()
+        self.model, self.from_features = model, from_features
+
+    def forward(self, inputs, tokens_in, owner):
+        features = inputs if self.from_features else self.model.encode(inputs)
+        return self.model.forward_features(features.index_select(0, owner), tokens_in)
+
+
+def caption_loss(logits, targets, smoothing):
+    """Cross-entropy over non-pad targets: logits ``[M,T,V]``, targets ``[M,T]``."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
+                           ignore_index=0, label_smoothing=smoothing)
+
+
+def learning_rate(base, step, warmup, progress):
+    """Linear warm-up for ``warmup`` steps, then cosine to 2% of ``base`` at progress 1."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    floor = 0.02 * base
+    return floor + (base - floor) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def phases(args):
+    """``[(name, epochs, lr)]`` of the run."""
+    if not args.freeze_encoder:
+        return [("joint", args.epochs, args.lr)]
+    plan = [("decoder", args.epochs, args.lr)]
+    if args.finetune_epochs > 0:
+        plan.append(("finetune", args.finetune_epochs, args.lr * 0.1))
+    return plan
+
+
+def feature_inputs(model, source, args, ctx, name):
+    """Encoder features of ``source`` cached in ``RUN/features-<name>.pt``: ``(features, source)``
+    with unreadable images dropped from both."""
+    key = tdata.cache_key((model.config.to_dict(), args.weights, args.seed), source.records)
+    path = os.path.join(args.out, "features-%s.pt" % name)
+
+    def compute():
+        return tdata.compute_features(model, source, 64, ctx.device)
+
+    if ctx.main:
+        features, ok = tdata.cached_features(path, key, compute)
+    distributed.barrier(ctx)
+    if not ctx.main:
+        features, ok = tdata.cached_features(path, key, compute)
+    keep = ok.nonzero().flatten().tolist()
+    kept = tdata.ImageSource([source.records[i] for i in keep], source.size,
+                             None if source.array is None else source.array[keep])
+    return features[keep], kept
+
+
+@torch.no_grad()
+def evaluate(model, inputs, records, vocab, device, batch_size=64):
+    """Greedy-decode the val images (or features) once; ``(quick_scores, sample)``."""
+    model.eval()
+    hyps = {}
+    if isinstance(inputs, tdata.ImageSource):
+        batches = ((idx, model.encode(images.to(device))) for idx, images in tdata.image_batches(inputs, batch_size))
+    else:
+        batches = ((list(range(s, min(s + batch_size, len(inputs)))), inputs[s:s + batch_size].to(device))
+                   for s in range(0, len(inputs), batch_size))
+    for indices, features in batches:
+        tokens, _ = greedy_search(model.step, model.init_state(features.float()), vocab.start_id,
+                                  vocab.end_id, model.config.max_len)
+        for i, row in zip(indices, tokens.tolist()):
+            hyps[i] = vocab.decode(row)
+    model.train()
+    if not hyps:
+        return {}, ""
+    refs = dict((i, records[i].captions) for i in hyps)
+    return quick_scores(refs, hyps), hyps[min(hyps)]
+
+
+def make_loader(dataset, args, ctx, lazy):
+    workers = args.workers if args.workers is not None else (min(4, os.cpu_count() or 1) if lazy else 0)
+    sampler = DistributedSampler(dataset, ctx.world, ctx.rank, shuffle=True, seed=args.seed) \
+        if ctx.distributed else None
+    generator = torch.Generator().manual_seed(args.seed)
+    return DataLoader(dataset, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,
+                      collate_fn=tdata.collate, num_workers=workers, generator=generator,
+                      drop_last=len(dataset) > args.batch_size * ctx.world)
+
+
+def fit(args, ctx):
+    log = print if ctx.main else (lambda *a, **k: None)
+    torch.manual_seed(args.seed)
+    started = time.time()
+    deadline = started + args.minutes * 60 if args.minutes else None
+    if ctx.main:
+        try:
+            os.makedirs(args.out, exist_ok=True)
+        except OSError as exc:
+            raise NanocapError("cannot create --out %s: %s" % (args.out, exc))
+    distributed.barrier(ctx)
+    last_path = os.path.join(args.out, "last.pt")
+    resume = read_checkpoint(last_path) if os.path.isfile(last_path) else None
+    splits = prepare_records(args, log)
+    if resume is not None:
+        vocab = Vocabulary.from_dict(resume["vocab"])
+        log("resuming from %s (epoch %d)" % (last_path, resume["train"].get("epoch", 0)))
+    else:
+        vocab = Vocabulary.build([clean_caption(c) for r in splits["train"] for c in r.captions],
+                                 min_count=args.min_count)
+    model = build_model(args, vocab, resume).to(ctx.device)
+    size = model.config.image_size
+    train_src, val_src = load_sources(args, splits, size, log, ctx)
+    log("train %d images, val %d images, vocabulary %d words, %s on %s x%d"
+        % (len(train_src), len(val_src), len(vocab), model.config.backbone, ctx.device.type, ctx.world))
+    state = dict(resume["train"]) if resume else {"phase": 0, "phase_epoch": 0, "phase_step": 0,
+                                                   "epoch": 0, "step": 0, "best_score": None}
+    plan = phases(args)
+    for index, (name, epochs, lr) in enumerate(plan):
+        if index < state["phase"]:
+            continue
+        if index > state["phase"]:
+            state.update(phase=index, phase_epoch=0, phase_step=0)
+        phase_deadline = deadline
+        if deadline is not None and index < len(plan) - 1:
+            phase_deadline = time.time() + (deadline - time.time()) / 2.0
+        opt_state = resume.get("optimizer") if resume and resume["train"].get("phase") == index else None
+        stopped = run_phase(name, epochs, lr, model, vocab, train_src, val_src, state, opt_state,
+                            phase_deadline, args, ctx, log)
+        if stopped:
+            break
+    log("done in %.1f min; best val score %s; %s" % ((time.time() - started) / 60.0,
+        "%.4f" % state["best_score"] if state["best_score"] is not None else "n/a",
+        os.path.join(args.out, "best.pt")))
+    return 0
+
+
+def run_phase(name, epochs, lr, model, vocab, train_src, val_src, state, opt_state, deadline, args, ctx, log):
+    """Train one phase; returns True when stopped by the time budget."""
+    from_features = name == "decoder"
+    for p in model.backbone.parameters():
+        p.requires_grad_(not from_features)
+    train_inputs, val_inputs = train_src, val_src
+    if from_features:
+        train_inputs, train_src = feature_inputs(model, train_src, args, ctx, "train")
+        if len(val_src):
+            val_inputs, val_src = feature_inputs(model, val_src, args, ctx, "val")
+    tokens = [tdata.encode_captions(vocab, r.captions, model.config.max_len) for r in train_src.records]
+    loader = make_loader(tdata.CaptionDataset(train_inputs, tokens), args, ctx,
+                         lazy=not from_features and train_src.array is None)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=lr)
+    if opt_state is not None:
+        optimizer.load_state_dict(opt_state)
+    step_module = TrainStep(model, from_features)
+    if ctx.distributed:
+        step_module = nn.parallel.DistributedDataParallel(
+            step_module, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None)
+    cuda = ctx.device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=cuda)
+    total = max(1, epochs * len(loader))
+    warmup = min(200, max(1, total // 20))
+    phase_start = time.time()
+    model.train()
+    while state["phase_epoch"] < epochs:
+        epoch_start, loss_sum, seen, skipped, stopped = time.time(), 0.0, 0, 0, False
+        if isinstance(loader.sampler, DistributedSampler):
+            loader.sampler.set_epoch(state["epoch"])
+        bar = loader
+        if ctx.main and not args.no_progress:
+            from tqdm import tqdm
+            bar = tqdm(loader, desc="%s %d/%d" % (name, state["phase_epoch"] + 1, epochs),
+                       leave=False, mininterval=1.0)
+        for batch in bar:
+            skipped += batch["skipped"]
+            if "inputs" not in batch:
+                continue
+            elapsed = time.time() - phase_start
+            budget = (deadline - phase_start) if deadline else None
+            progress = max(state["phase_step"] / total, elapsed / budget if budget else 0.0)
+            over, progress = distributed.max_across(ctx, [float(deadline is not None and time.time() >= deadline), progress])
+            if over:
+                stopped = True
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(lr, state["phase_step"], warmup, progress)
+            toks = batch["tokens"].to(ctx.device)
+            with (torch.autocast("cuda", dtype=torch.float16) if cuda else contextlib.nullcontext()):
+                logits = step_module(batch["inputs"].to(ctx.device), toks[:, :-1], batch["owner"].to(ctx.device))
+                loss = caption_loss(logits, toks[:, 1:], args.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(params, args.clip)
+            scaler.step(optimizer)
+            scaler.update()
+            state["phase_step"] += 1
+            state["step"] += 1
+            loss_sum += loss.item() * len(batch["index"])
+            seen += len(batch["index"])
+            if bar is not loader:
+                bar.set_postfix(loss="%.3f" % loss.item(), refresh=False)
+        if seen or not stopped:
+            state["phase_epoch"] += 1
+            state["epoch"] += 1
+            end_epoch(model, vocab, optimizer, state, name, loss_sum, seen, skipped,
+                      time.time() - epoch_start, val_inputs, val_src, args, ctx, log)
+        if stopped:
+            log("time budget of %.1f min reached" % args.minutes)
+            return True
+    return False
+
+
+def end_epoch(model, vocab, optimizer, state, name, loss_sum, seen, skipped, seconds,
+              val_inputs, val_src, args, ctx, log):
+    """Validate (rank 0), write last.pt / best.pt / log.jsonl, print one line."""
+    train_loss = distributed.mean_across(ctx, loss_sum / max(1, seen))
+    if ctx.main:
+        scores, sample = evaluate(model, val_inputs, val_src.records, vocab, ctx.device) if len(val_src) else ({}, "")
+        score = scores.get("CIDEr", -train_loss)
+        best = state["best_score"] is None or score > state["best_score"]
+        if best:
+            state["best_score"] = score
+        entry = {"epoch": state["epoch"], "phase": name, "phase_epoch": state["phase_epoch"],
+                 "step": state["step"], "train_loss": round(train_loss, 5), "images": seen * ctx.world,
+                 "skipped": skipped, "seconds": round(seconds, 2), "val": scores,
+                 "val_images": len(val_src), "sample": sample, "best": best}
+        save_checkpoint(os.path.join(args.out, "last.pt"), model, vocab, state, optimizer)
+        if best:
+            save_checkpoint(os.path.join(args.out, "best.pt"), model, vocab, state)
+        with open(os.path.join(args.out, "log.jsonl"), "a") as handle:
+            handle.write(json.dumps(entry) + "\n")
+        log("epoch %d (%s) loss %.3f | val BLEU-4 %s CIDEr %s | %.0fs | %s"
+            % (state["epoch"], name, train_loss, _fmt(scores.get("Bleu_4")), _fmt(scores.get("CIDEr")),
+               seconds, sample))
+        if skipped:
+            log("%d unreadable images skipped this epoch" % skipped)
+    distributed.barrier(ctx)
+
+
+def _fmt(value):
+    return "n/a" if value is None else "%.3f" % value
