@@ -108,8 +108,7 @@ def export_bundle(checkpoint_path, out_dir, precisions=("fp32",), max_len=None,
             "provenance": _provenance(checkpoint_path, payload), "scores": {}}
     if len(precisions) > 1:
         from export.quantize import add_variants
-        add_variants(out_dir, meta, precisions[1:], calib_images=calib_images,
-                     graph_file=graph_file, describe_io=describe_io)
+        add_variants(out_dir, meta, precisions[1:], calib_images=calib_images)
     meta = write_meta(out_dir, meta)
     if data:
         for precision in precisions:

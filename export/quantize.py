@@ -1,0 +1,219 @@
+"""fp16 and int8 variants of the bundle's fp32 graphs.
+
+- fp16 (``to_float16``): every float tensor, weight and Cast target becomes
+  float16; the boundary keeps its types (uint8 image in, int32 tokens out,
+  float32 state/logprobs through Cast nodes at the edges), so callers feed and
+  read exactly what they do for fp32. For TensorRT/CUDA (the Nano's fastest
+  precision); ONNX Runtime's CPU provider runs it too (it casts internally).
+  Nodes whose op type is in ``FP32_OPS`` (the softmax / argmax head) stay
+  float32, so near-ties between words are decided as in fp32.
+- int8 (``quantize_int8``): ONNX Runtime static quantization, QDQ format
+  (only standard QuantizeLinear/DequantizeLinear, opset 13, so ONNX Runtime
+  1.10 and TensorRT's explicit-precision parser read it), int8 weights
+  per channel, uint8 activations calibrated on real images (MinMax). Only
+  Conv/Gemm/MatMul are quantized; the decoder's output projection is left in
+  float by default (``exclude_head``).
+"""
+import logging
+import os
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from edge.errors import NanocapError
+from edge.image import list_images, read_image, resize
+from export.floor import check_floor, force_ir_version
+
+FP32_OPS = ("LogSoftmax", "ArgMax", "ReduceMax")
+QUANT_OPS = ("Conv", "Gemm", "MatMul")
+
+
+# -- fp16 -------------------------------------------------------------------
+def _tensor_to_fp16(tensor):
+    if tensor.data_type != TensorProto.FLOAT:
+        return tensor
+    array = numpy_helper.to_array(tensor).astype(np.float16)
+    return numpy_helper.from_array(array, tensor.name)
+
+
+def _rename_inputs(nodes, old, new):
+    for node in nodes:
+        for i, name in enumerate(node.input):
+            if name == old:
+                node.input[i] = new
+
+
+def to_float16(model, keep_fp32_ops=FP32_OPS):
+    """A float16 copy of ``model`` with unchanged boundary types (see module doc)."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    nodes = list(graph.node)
+    for i, init in enumerate(graph.initializer):
+        graph.initializer[i].CopyFrom(_tensor_to_fp16(init))
+    for node in nodes:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR:
+                attr.t.CopyFrom(_tensor_to_fp16(attr.t))
+            if node.op_type == "Cast" and attr.name == "to" and attr.i == TensorProto.FLOAT:
+                attr.i = TensorProto.FLOAT16
+    head, tail = [], []
+    for info in graph.input:
+        if info.type.tensor_type.elem_type == TensorProto.FLOAT:
+            _rename_inputs(nodes, info.name, info.name + "__fp16")
+            head.append(helper.make_node("Cast", [info.name], [info.name + "__fp16"],
+                                         to=TensorProto.FLOAT16, name=info.name + "__to_fp16"))
+    for info in graph.output:
+        if info.type.tensor_type.elem_type == TensorProto.FLOAT:
+            inner = info.name + "__fp16"
+            for node in nodes:
+                node.output[:] = [inner if o == info.name else o for o in node.output]
+            _rename_inputs(nodes, info.name, inner)
+            tail.append(helper.make_node("Cast", [inner], [info.name], to=TensorProto.FLOAT,
+                                         name=info.name + "__to_fp32"))
+    body = []
+    for node in nodes:
+        body.extend(_wrap_fp32(node) if node.op_type in keep_fp32_ops else [node])
+    del graph.node[:]
+    graph.node.extend(head + body + tail)
+    del graph.value_info[:]
+    return onnx.shape_inference.infer_shapes(model)
+
+
+def _wrap_fp32(node):
+    """Run ``node`` in float32: Cast its float inputs up and its outputs down.
+
+    Only float data inputs are cast (ArgMax's int64 output is left alone)."""
+    before, after = [], []
+    for i, name in enumerate(node.input):
+        if i == 0:  # the data input of LogSoftmax/ArgMax/ReduceMax
+            up = "%s__fp32_%s" % (name, node.name)
+            before.append(helper.make_node("Cast", [name], [up], to=TensorProto.FLOAT,
+                                           name=up + "_cast"))
+            node.input[i] = up
+    for j, name in enumerate(node.output):
+        if node.op_type == "ArgMax":
+            continue
+        inner = "%s__fp32" % name
+        node.output[j] = inner
+        after.append(helper.make_node("Cast", [inner], [name], to=TensorProto.FLOAT16,
+                                      name=inner + "_cast"))
+    return before + [node] + after
+
+
+# -- int8 -------------------------------------------------------------------
+def calibration_images(directory, size, limit=64):
+    """Up to ``limit`` images of ``directory`` resized to ``size`` (H, W):
+    ``uint8 [K,H,W,3]``. Unreadable files are skipped and counted."""
+    if not directory or not os.path.isdir(directory):
+        raise NanocapError("int8 export needs --calib-images DIR (a directory of images); "
+                           "got %r" % (directory,))
+    frames, skipped = [], 0
+    for path in list_images(directory)[:limit * 2]:
+        try:
+            frames.append(resize(read_image(path), size))
+        except NanocapError:
+            skipped += 1
+        if len(frames) >= limit:
+            break
+    if skipped:
+        print("calibration: skipped %d unreadable image(s) in %s" % (skipped, directory))
+    if not frames:
+        raise NanocapError("no readable images for int8 calibration in %s" % directory)
+    return np.stack(frames)
+
+
+def calibration_feeds(graph, fp32_dir, images, max_len, batch=8):
+    """Feed dicts for calibrating ``graph``: image batches for caption/encoder;
+    for decoder_step the (token, state) pairs met while greedily decoding them
+    with the fp32 encoder and decoder_step graphs."""
+    image_batches = [images[i:i + batch] for i in range(0, len(images), batch)]
+    if graph != "decoder_step":
+        return [{"image": b} for b in image_batches]
+    import onnxruntime as ort
+    opts = {"providers": ["CPUExecutionProvider"]}
+    enc = ort.InferenceSession(os.path.join(fp32_dir, "encoder.onnx"), **opts)
+    step = ort.InferenceSession(os.path.join(fp32_dir, "decoder_step.onnx"), **opts)
+    feeds = []
+    start = 1  # edge.vocab START id
+    for frames in image_batches:
+        state = enc.run(None, {"image": frames})[0]
+        token = np.full((len(frames),), start, dtype=np.int32)
+        for _ in range(max_len):
+            feeds.append({"token": token, "state": state})
+            logprobs, state = step.run(None, {"token": token, "state": state})
+            token = logprobs.argmax(axis=1).astype(np.int32)
+    return feeds
+
+
+def _head_nodes(model, vocab_size):
+    """Names of Gemm/MatMul nodes producing the vocabulary logits (the output layer)."""
+    weights = dict((t.name, t.dims) for t in model.graph.initializer)
+    names = []
+    for node in model.graph.node:
+        if node.op_type in ("Gemm", "MatMul"):
+            dims = [d for name in node.input[1:2] for d in weights.get(name, [])]
+            if vocab_size in dims:
+                names.append(node.name)
+    return names
+
+
+def quantize_int8(fp32_path, out_path, feeds, vocab_size, per_channel=True, exclude_head=True):
+    """ONNX Runtime static int8 (QDQ) quantization of ``fp32_path`` -> ``out_path``."""
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod,
+                                          QuantFormat, QuantType, quantize_static)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter(feeds)
+
+        def get_next(self):
+            return next(self.items, None)
+
+    model = onnx.load(fp32_path)
+    exclude = _head_nodes(model, vocab_size) if exclude_head else []
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer's advice goes to the root logger
+    try:
+        quantize_static(fp32_path, out_path, Reader(), quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        per_channel=per_channel, op_types_to_quantize=list(QUANT_OPS),
+                        nodes_to_exclude=exclude, calibrate_method=CalibrationMethod.MinMax,
+                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+    finally:
+        root.setLevel(level)
+    quantized = force_ir_version(onnx.load(out_path))
+    for entry in quantized.opset_import:
+        if entry.domain in ("", "ai.onnx") and entry.version > 13:
+            entry.version = 13
+    onnx.save(quantized, out_path)
+    return quantized
+
+
+# -- bundle -----------------------------------------------------------------
+def add_variants(out_dir, meta, precisions, calib_images=None):
+    """Write the fp16/int8 variants of every fp32 graph in ``meta['graphs']`` and
+    record them there (file, inputs, outputs)."""
+    from export.onnx_export import describe_io, graph_file
+    images = None
+    for precision in precisions:
+        for graph, variants in meta["graphs"].items():
+            src = os.path.join(out_dir, variants["fp32"]["file"])
+            dst = os.path.join(out_dir, graph_file(graph, precision))
+            if precision == "fp16":
+                model = force_ir_version(to_float16(onnx.load(src)))
+                onnx.save(model, dst)
+            elif precision == "int8":
+                if images is None:
+                    size = (meta["input"]["height"], meta["input"]["width"])
+                    images = calibration_images(calib_images, size)
+                feeds = calibration_feeds(graph, out_dir, images, meta["max_len"])
+                model = quantize_int8(src, dst, feeds, len(meta["vocab"]["words"]))
+            else:
+                raise NanocapError("no converter for precision %s" % precision)
+            check_floor(model, os.path.basename(dst))
+            entry = {"file": os.path.basename(dst)}
+            entry.update(describe_io(model))
+            variants[precision] = entry
+    return meta
