@@ -1,0 +1,135 @@
+"""``python -m edge INPUT [OUTPUT...] --bundle DIR`` (also ``nanocap-live``): the live captioner.
+
+INPUT: ``0``, ``/dev/video0``, ``v4l2:///dev/video0``, ``csi://0``, a video file or
+``file://``, ``rtsp://...``, ``gst://<pipeline>``, ``synthetic://``, an image or a folder.
+OUTPUT: ``display://0`` (default where a display exists) and/or ``.mp4``/``.avi`` files.
+Keys in the window: q/Esc quit, space pause, s snapshot. The last stdout line is one
+JSON summary (frames, display_fps, captions, caption_fps, caption_latency_ms {p50,
+p95}, backend, providers, dropped_frames).
+"""
+import argparse
+import json
+import signal
+import sys
+import threading
+
+from edge.errors import NanocapError, run_cli
+
+PROG = "nanocap-live"
+
+
+def get_parser():
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Caption a camera, stream or video live, on the picture.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="inputs: 0 | /dev/video0 | v4l2:///dev/video0 | csi://0 | FILE | file://FILE |"
+               " rtsp://... | gst://PIPELINE | synthetic://[?fps=30&frames=N&width=W&height=H]"
+               " | IMAGE | FOLDER\noutputs: display://0 | OUT.mp4 | OUT.avi\n"
+               "keys: q/Esc quit, space pause, s snapshot")
+    add = parser.add_argument
+    add("input", help="input URI (see below)")
+    add("outputs", nargs="*", metavar="OUTPUT", help="display://0 and/or video files")
+    add("--bundle", required=True, help="bundle directory (nanocap.json + ONNX graphs)")
+    add("--headless", action="store_true", help="no window (recording and log still work)")
+    add("--log", metavar="FILE.jsonl", help="one JSON line per new caption")
+    add("--backend", default="auto", choices=("auto", "ort", "trt"))
+    add("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
+    add("--decode", default="greedy", choices=("greedy", "beam"))
+    add("--beam-size", type=int, default=3, help="beam width for --decode beam")
+    add("--providers", help="ONNX Runtime providers to try, comma-separated "
+                            "(default TensorRT,CUDA,CPU where available)")
+    add("--workspace-mb", type=int, help="TensorRT builder workspace (MiB)")
+    add("--realtime", action="store_true",
+        help="play a file at its own frame rate, dropping stale frames like a camera")
+    add("--max-frames", type=int, help="stop after N displayed frames")
+    add("--every", type=int, default=1, help="caption at most every N frames")
+    add("--width", type=int, default=640, help="camera width (default 640)")
+    add("--height", type=int, default=480, help="camera height (default 480)")
+    add("--fps", type=float, default=30.0, help="camera frame rate (default 30)")
+    add("--latency", type=int, default=200, help="RTSP jitter buffer in ms (default 200)")
+    add("--gstreamer", action="store_true",
+        help="open USB cameras through a GStreamer MJPG pipeline (JetPack's OpenCV)")
+    add("--flip", type=int, default=0, help="csi:// nvvidconv flip-method (0-7)")
+    add("--reconnect", type=int, default=5, help="reopen attempts for a lost camera")
+    add("--snapshot-dir", default=".", help="where s saves PNG snapshots")
+    add("--debug", action="store_true", help="show tracebacks")
+    return parser
+
+
+def _providers(text):
+    if not text:
+        return None
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    return [n if n.endswith("ExecutionProvider") else n + "ExecutionProvider" for n in names]
+
+
+def _install_signals(stop_event):
+    """SIGINT/SIGTERM set ``stop_event`` (the loop ends within a frame); a second
+    SIGINT interrupts at once. Returns the previous handlers."""
+    def handler(signum, _frame):
+        if stop_event.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop_event.set()
+    return dict((s, signal.signal(s, handler)) for s in (signal.SIGINT, signal.SIGTERM))
+
+
+def _open_all(args):
+    """Open source, backend, sinks and log, in that order (each fails with one line)."""
+    from edge.backends import open_backend
+    from edge.bundle import load_bundle
+    from edge.sinks import CaptionLog, open_outputs
+    from edge.sources import open_source
+
+    bundle = load_bundle(args.bundle)
+    source = open_source(args.input, args.width, args.height, args.fps, args.latency,
+                         args.gstreamer, args.flip)
+    opened = [source]
+    try:
+        backend = open_backend(bundle, args.backend, args.precision, args.decode,
+                               args.beam_size, _providers(args.providers), args.workspace_mb)
+        opened.append(backend)
+        sinks = open_outputs(args.outputs, source.fps, args.headless)
+        opened.extend(sinks)
+        log = CaptionLog(args.log, backend.name) if args.log else None
+    except BaseException:
+        for item in reversed(opened):
+            item.close()
+        raise
+    return source, backend, sinks, log
+
+
+def main(argv=None):
+    """Run the live captioner; returns the exit code (0 ok, 1 input lost mid-run)."""
+    from edge.live import run_live
+
+    args = get_parser().parse_args(argv)
+    if args.every < 1 or (args.max_frames is not None and args.max_frames < 1):
+        raise NanocapError("--every and --max-frames must be >= 1")
+    source, backend, sinks, log = _open_all(args)
+    sys.stderr.write("nanocap: %s -> %s; %s\n" % (
+        source.name, ", ".join(args.outputs) or ("nothing (headless)" if not sinks else
+                                                 "display://0"), backend.describe()))
+    stop_event = threading.Event()
+    previous = _install_signals(stop_event)
+    try:
+        summary = run_live(source, backend, sinks, log, realtime=args.realtime,
+                           max_frames=args.max_frames, every=args.every,
+                           stop_event=stop_event, snapshot_dir=args.snapshot_dir,
+                           retries=args.reconnect)
+    finally:
+        for sink in sinks:
+            sink.close()
+        if log is not None:
+            log.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if summary.get("error"):
+        sys.stderr.write("%s: %s\n" % (PROG, summary["error"]))
+    sys.stdout.write(json.dumps(summary) + "\n")
+    sys.stdout.flush()
+    return 1 if summary.get("error") else 0
+
+
+def entry():
+    """Console script ``nanocap-live`` and ``python -m edge``."""
+    sys.exit(run_cli(main, prog=PROG))

@@ -1,0 +1,147 @@
+"""Where the live loop's frames and captions go: a window, a recording, a JSON-lines log.
+
+Outputs are named like inputs: ``display://0`` (an OpenCV window) or a video
+file path (``.mp4``, ``.avi``, ``.mkv``). Every sink has ``write(frame)`` and
+``close()``; the window's ``write`` returns the key pressed (-1 for none).
+"""
+import json
+import os
+import re
+import sys
+import threading
+import time
+
+import cv2
+
+from edge.errors import NanocapError
+
+VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "MJPG", ".mov": "mp4v"}
+
+
+def display_available():
+    """True where a window can be shown: a display server and an OpenCV with a GUI."""
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY")
+                                                 or os.environ.get("WAYLAND_DISPLAY")):
+        return False
+    return not re.search(r"GUI:\s*NONE", cv2.getBuildInformation())
+
+
+class DisplaySink(object):
+    """An OpenCV window; ``write`` shows the frame and returns the key code (or -1)."""
+
+    def __init__(self, name="nanocap"):
+        self.name = name
+        try:
+            cv2.namedWindow(name, cv2.WINDOW_NORMAL)
+        except cv2.error:
+            raise NanocapError("cannot open a window (no display, or an OpenCV without GUI "
+                               "support); use --headless")
+
+    def write(self, frame):
+        cv2.imshow(self.name, frame)
+        key = cv2.waitKey(1)
+        return -1 if key < 0 else key & 0xFF
+
+    def close(self):
+        try:
+            cv2.destroyWindow(self.name)
+        except cv2.error:
+            pass
+
+
+class VideoSink(object):
+    """A recording: opened on the first frame (its size), every later frame resized
+    to that size; ``close()`` finalises the file so it plays."""
+
+    def __init__(self, path, fps):
+        self.path, self.fps = path, float(fps or 30.0)
+        ext = os.path.splitext(path)[1].lower()
+        if ext not in VIDEO_CODECS:
+            raise NanocapError("unknown output %r: give display://0 or a video file (%s)"
+                               % (path, ", ".join(sorted(VIDEO_CODECS))))
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise NanocapError("output folder does not exist: %s" % folder)
+        self.fourcc = cv2.VideoWriter_fourcc(*VIDEO_CODECS[ext])
+        self.writer, self.size, self.frames = None, None, 0
+
+    def write(self, frame):
+        if self.writer is None:
+            self.size = (frame.shape[1], frame.shape[0])
+            self.writer = cv2.VideoWriter(self.path, self.fourcc, self.fps, self.size)
+            if not self.writer.isOpened():
+                raise NanocapError("cannot write video %s (codec not available)" % self.path)
+        if (frame.shape[1], frame.shape[0]) != self.size:
+            frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
+        self.writer.write(frame)
+        self.frames += 1
+        return -1
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
+
+
+class CaptionLog(object):
+    """JSON lines, one per new caption, flushed as written (thread-safe):
+    ``{"t", "frame", "caption", "tokens", "latency_ms", "backend"}``;
+    ``t`` is seconds since ``start`` (a ``time.perf_counter`` value)."""
+
+    def __init__(self, path, backend_name, start=None):
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise NanocapError("log folder does not exist: %s" % folder)
+        self.handle = open(path, "w")
+        self.backend = backend_name
+        self.start = time.perf_counter() if start is None else start
+        self.lock = threading.Lock()
+        self.lines = 0
+
+    def write_caption(self, frame_index, result, when=None):
+        """Append one caption (a ``CaptionResult``) describing frame ``frame_index``."""
+        when = time.perf_counter() if when is None else when
+        record = {"t": round(when - self.start, 4), "frame": int(frame_index),
+                  "caption": result.text, "tokens": [int(t) for t in result.tokens],
+                  "latency_ms": round(float(result.latency_ms), 3), "backend": self.backend}
+        with self.lock:
+            if self.handle is None:
+                return
+            self.handle.write(json.dumps(record) + "\n")
+            self.handle.flush()
+            self.lines += 1
+
+    def close(self):
+        with self.lock:
+            if self.handle is not None:
+                self.handle.close()
+                self.handle = None
+
+
+def open_outputs(outputs, fps, headless=False):
+    """Sinks for output names: ``display://N`` windows (skipped when ``headless``)
+    and video files. With no outputs, a window if a display exists."""
+    if not outputs and not headless and display_available():
+        outputs = ["display://0"]
+    sinks = []
+    try:
+        for name in outputs:
+            if name.startswith("display://"):
+                if not headless:
+                    sinks.append(DisplaySink("nanocap %s" % name[len("display://"):]))
+            else:
+                sinks.append(VideoSink(name, fps))
+    except NanocapError:
+        for sink in sinks:
+            sink.close()
+        raise
+    return sinks
+
+
+def save_snapshot(frame, directory=".", index=0):
+    """Write ``frame`` as ``nanocap-<time>-<index>.png`` in ``directory``; returns the path."""
+    name = "nanocap-%s-%06d.png" % (time.strftime("%Y%m%d-%H%M%S"), int(index))
+    path = os.path.join(directory, name)
+    if not cv2.imwrite(path, frame):
+        raise NanocapError("cannot write snapshot %s" % path)
+    return path

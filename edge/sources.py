@@ -1,0 +1,404 @@
+"""Capture sources named by URI, and the thread that keeps only the newest frame.
+
+URIs, as Jetson users write them (``parse_uri``)::
+
+    0, /dev/video0, v4l2:///dev/video0   USB camera (V4L2, MJPG, one-frame buffer)
+    csi://0                              CSI camera (nvarguscamerasrc pipeline)
+    clip.mp4, file:///path/clip.mp4      video file
+    rtsp://host/stream                   network stream (GStreamer with latency, or FFmpeg)
+    gst://<raw pipeline>                 any GStreamer pipeline ending in appsink
+    synthetic://?fps=30&frames=300       generated moving shapes (edge.synthetic)
+    photo.jpg, photos/                   an image, or every image in a folder
+
+Every source gives ``read() -> uint8 [H, W, 3] BGR frame or None``. The
+GStreamer pipeline strings are built by pure functions (tested without a camera).
+"""
+import os
+import re
+import time
+from collections import namedtuple
+
+import cv2
+
+from edge.errors import NanocapError
+from edge.image import IMAGE_EXTENSIONS, list_images
+
+SourceSpec = namedtuple("SourceSpec", "kind location options")
+KINDS = ("v4l2", "csi", "file", "rtsp", "gst", "synthetic", "image", "folder")
+APPSINK = "videoconvert ! video/x-raw, format=BGR ! appsink drop=true max-buffers=1 sync=false"
+DEFAULT_FPS = 30.0
+
+
+def parse_uri(uri):
+    """``uri`` -> ``SourceSpec(kind, location, options)``; pure (touches no device).
+
+    ``kind`` is one of ``KINDS``; ``location`` is a device path, sensor id,
+    file path, URL or pipeline; ``options`` holds ``synthetic://`` query values.
+    """
+    text = str(uri).strip()
+    if not text:
+        raise NanocapError("empty input URI")
+    if re.match(r"^\d+$", text):
+        return SourceSpec("v4l2", "/dev/video%d" % int(text), {})
+    if text.startswith("v4l2://"):
+        rest = text[len("v4l2://"):]
+        return SourceSpec("v4l2", "/dev/video%d" % int(rest) if rest.isdigit() else rest, {})
+    if re.match(r"^/dev/video\d+$", text):
+        return SourceSpec("v4l2", text, {})
+    if text.startswith("csi://"):
+        rest = text[len("csi://"):] or "0"
+        if not rest.isdigit():
+            raise NanocapError("csi:// takes a sensor id, e.g. csi://0 (got %r)" % text)
+        return SourceSpec("csi", int(rest), {})
+    if re.match(r"^(rtsp|rtsps|rtmp|https?)://", text):
+        return SourceSpec("rtsp", text, {})
+    if text.startswith("gst://"):
+        return SourceSpec("gst", text[len("gst://"):], {})
+    if text.startswith("synthetic://"):
+        return SourceSpec("synthetic", "", _query(text[len("synthetic://"):]))
+    path = text[len("file://"):] if text.startswith("file://") else text
+    if re.match(r"^[a-z][a-z0-9+.-]*://", path):
+        raise NanocapError("unknown input URI scheme: %s" % text)
+    if os.path.isdir(path):
+        return SourceSpec("folder", path, {})
+    if path.lower().endswith(IMAGE_EXTENSIONS):
+        return SourceSpec("image", path, {})
+    return SourceSpec("file", path, {})
+
+
+def _query(rest):
+    """``"?fps=30&frames=10"`` -> ``{"fps": 30.0, "frames": 10.0}`` (numbers only)."""
+    options = {}
+    for item in rest.lstrip("?/").split("&"):
+        if not item:
+            continue
+        key, _, value = item.partition("=")
+        try:
+            options[key] = float(value)
+        except ValueError:
+            raise NanocapError("synthetic:// option %s must be a number (got %r)" % (key, value))
+    return options
+
+
+# -- GStreamer pipelines (pure) -------------------------------------------------
+
+def gst_usb_mjpg(device, width, height, fps, hw_decode=False):
+    """USB camera delivering MJPG, decoded to BGR; ``hw_decode`` uses the Jetson's
+    NVJPG engine (``nvv4l2decoder mjpeg=1``) instead of ``jpegdec``."""
+    caps = "image/jpeg, width=%d, height=%d, framerate=%d/1" % (width, height, int(round(fps)))
+    decode = ("nvv4l2decoder mjpeg=1 ! nvvidconv ! video/x-raw, format=BGRx"
+              if hw_decode else "jpegdec")
+    return "v4l2src device=%s io-mode=2 ! %s ! %s ! %s" % (device, caps, decode, APPSINK)
+
+
+def gst_csi(sensor_id, width, height, fps, flip=0):
+    """Jetson CSI camera through ``nvarguscamerasrc``, scaled by ``nvvidconv``."""
+    return ("nvarguscamerasrc sensor-id=%d ! video/x-raw(memory:NVMM), width=%d, height=%d, "
+            "format=NV12, framerate=%d/1 ! nvvidconv flip-method=%d ! video/x-raw, width=%d, "
+            "height=%d, format=BGRx ! %s"
+            % (int(sensor_id), width, height, int(round(fps)), int(flip), width, height, APPSINK))
+
+
+def gst_rtsp(url, latency_ms=200):
+    """RTSP stream with a jitter buffer of ``latency_ms``, decoded by ``decodebin``."""
+    return "rtspsrc location=%s latency=%d ! decodebin ! %s" % (url, int(latency_ms), APPSINK)
+
+
+def has_gstreamer():
+    """True where this OpenCV was built with GStreamer (JetPack's is)."""
+    info = cv2.getBuildInformation()
+    return bool(re.search(r"GStreamer:\s*YES", info))
+
+
+# -- sources -----------------------------------------------------------------
+
+class CaptureSource(object):
+    """An OpenCV ``VideoCapture`` made by ``opener()``; the first frame is read at
+    open, so a device or file that gives nothing fails here, with one line."""
+
+    def __init__(self, opener, name, live, fps=None):
+        self.opener, self.name, self.live = opener, name, live
+        self.capture = None
+        self._first = None
+        self.fps = fps
+        self.open()
+
+    def open(self):
+        self.close()
+        capture = self.opener()
+        if capture is None or not capture.isOpened():
+            raise NanocapError("cannot open %s" % self.name)
+        ok, frame = capture.read()
+        if not ok or frame is None:
+            capture.release()
+            raise NanocapError("no frame could be read from %s" % self.name)
+        self.capture, self._first = capture, frame
+        if not self.fps:
+            rate = capture.get(cv2.CAP_PROP_FPS)
+            self.fps = float(rate) if rate and 0 < rate < 1000 else DEFAULT_FPS
+
+    def read(self):
+        """The next frame (``uint8 [H, W, 3]`` BGR), or None when none came."""
+        if self._first is not None:
+            frame, self._first = self._first, None
+            return frame
+        if self.capture is None:
+            return None
+        ok, frame = self.capture.read()
+        return frame if ok else None
+
+    def reopen(self):
+        """Try to open again; True on success (used after a camera stops)."""
+        try:
+            self.open()
+            return True
+        except NanocapError:
+            return False
+
+    def close(self):
+        if self.capture is not None:
+            self.capture.release()
+            self.capture = None
+
+
+class SyntheticSource(object):
+    """``edge.synthetic`` scenes paced at ``fps`` like a camera (``pace=0``: unpaced);
+    ``frames`` ends it (0 = endless)."""
+
+    live = True
+
+    def __init__(self, width=640, height=480, fps=DEFAULT_FPS, frames=0, seed=0, pace=True):
+        from edge.synthetic import SyntheticScene
+        self.scene = SyntheticScene(width, height, seed=seed)
+        self.fps, self.frames, self.pace = float(fps), int(frames), pace
+        self.name = "synthetic://"
+        self.index, self.start, self.ended = 0, None, False
+
+    def read(self):
+        if self.frames and self.index >= self.frames:
+            self.ended = True
+            return None
+        if self.pace:
+            now = time.perf_counter()
+            if self.start is None:
+                self.start = now
+            wait = self.start + self.index / self.fps - now
+            if wait > 0:
+                time.sleep(wait)
+        frame = self.scene.frame(self.index)
+        self.index += 1
+        return frame
+
+    def reopen(self):
+        return False
+
+    def close(self):
+        pass
+
+
+class ImageSource(object):
+    """Image files as frames, one each; an unreadable one is skipped and counted."""
+
+    live = False
+    fps = 1.0
+    caption_each = True
+
+    def __init__(self, paths, name):
+        if not paths:
+            raise NanocapError("no images in %s" % name)
+        self.paths, self.name, self.skipped, self.index = list(paths), name, 0, 0
+
+    def read(self):
+        while self.index < len(self.paths):
+            path = self.paths[self.index]
+            self.index += 1
+            frame = cv2.imread(path, cv2.IMREAD_COLOR)
+            if frame is not None and frame.size:
+                return frame
+            self.skipped += 1
+        return None
+
+    def reopen(self):
+        return False
+
+    def close(self):
+        pass
+
+
+def _v4l2_capture(device, width, height, fps):
+    """Open a V4L2 camera directly: MJPG, the requested size and rate, one-frame buffer."""
+    match = re.match(r"^/dev/video(\d+)$", device)
+    capture = cv2.VideoCapture(int(match.group(1)) if match else device, cv2.CAP_V4L2)
+    if capture.isOpened():
+        capture.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*"MJPG"))
+        capture.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+        capture.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+        capture.set(cv2.CAP_PROP_FPS, fps)
+        capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+    return capture
+
+
+def _need_gstreamer(what):
+    if not has_gstreamer():
+        raise NanocapError("%s needs OpenCV built with GStreamer (JetPack's OpenCV is; "
+                           "pip's opencv-python is not)" % what)
+
+
+def open_source(uri, width=640, height=480, fps=DEFAULT_FPS, latency_ms=200,
+                gstreamer=False, flip=0):
+    """Open ``uri`` (see ``parse_uri``); one clear ``NanocapError`` if it cannot be.
+
+    ``width/height/fps`` apply to cameras (and ``synthetic://`` unless its query
+    says otherwise); ``gstreamer`` opens USB cameras through ``gst_usb_mjpg``.
+    """
+    spec = parse_uri(uri)
+    kind, where = spec.kind, spec.location
+    if kind == "v4l2":
+        if not os.path.exists(where):
+            raise NanocapError("camera not found: %s (no such device; is it plugged in? "
+                               "see ls /dev/video*)" % where)
+        if gstreamer:
+            _need_gstreamer("--gstreamer")
+            pipeline = gst_usb_mjpg(where, width, height, fps)
+            return CaptureSource(lambda: cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER),
+                                 "camera %s" % where, live=True, fps=fps)
+        return CaptureSource(lambda: _v4l2_capture(where, width, height, fps),
+                             "camera %s" % where, live=True, fps=fps)
+    if kind == "csi":
+        _need_gstreamer("csi://")
+        pipeline = gst_csi(where, width, height, fps, flip)
+        return CaptureSource(lambda: cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER),
+                             "CSI camera %d" % where, live=True, fps=fps)
+    if kind == "rtsp":
+        if has_gstreamer() and where.startswith("rtsp"):
+            pipeline = gst_rtsp(where, latency_ms)
+            return CaptureSource(lambda: cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER),
+                                 "stream %s" % where, live=True)
+        return CaptureSource(lambda: _ffmpeg_stream(where), "stream %s" % where, live=True)
+    if kind == "gst":
+        _need_gstreamer("gst://")
+        return CaptureSource(lambda: cv2.VideoCapture(where, cv2.CAP_GSTREAMER),
+                             "GStreamer pipeline %r" % where, live=True)
+    if kind == "synthetic":
+        o = spec.options
+        return SyntheticSource(int(o.get("width", width)), int(o.get("height", height)),
+                               o.get("fps", fps), int(o.get("frames", 0)),
+                               int(o.get("seed", 0)), bool(o.get("pace", 1)))
+    if kind == "folder":
+        return ImageSource(list_images(where), "folder %s" % where)
+    if not os.path.isfile(where):
+        raise NanocapError("%s not found: %s" % ("image" if kind == "image" else "video file",
+                                                 where))
+    if kind == "image":
+        return ImageSource([where], "image %s" % where)
+    return CaptureSource(lambda: cv2.VideoCapture(where), "video file %s" % where, live=False)
+
+
+def _ffmpeg_stream(url):
+    capture = cv2.VideoCapture(url, cv2.CAP_FFMPEG)
+    if capture.isOpened():
+        capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+    return capture
+
+
+class FrameGrabber(object):
+    """The capture thread: reads ``source`` and keeps only what the consumer needs.
+
+    ``drop=True`` (cameras, streams, ``--realtime``): one slot holding the newest
+    frame; a frame replaced before it was taken is counted in ``dropped``.
+    ``drop=False`` (a file read frame by frame): the reader waits until the
+    slot is free, so every frame is delivered, nothing queues up.
+    ``pace_fps`` sleeps between reads to play a file at its own rate. A live
+    source that stops delivering is reopened up to ``retries`` times with a
+    doubling backoff from ``backoff_s``; then ``error`` says so and it ends.
+    """
+
+    def __init__(self, source, drop=True, pace_fps=None, retries=5, backoff_s=0.5):
+        import threading
+        self.source, self.drop, self.pace_fps = source, drop, pace_fps
+        self.retries, self.backoff_s = int(retries), float(backoff_s)
+        self.cond = threading.Condition()
+        self.stop_event = threading.Event()
+        self.slot, self.read_count, self.dropped = None, 0, 0
+        self.finished, self.error, self.reopens = False, None, 0
+        self.thread = threading.Thread(target=self._run, name="capture")
+        self.thread.daemon = True
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def _recover(self):
+        """Reopen a live source with bounded retries; True if frames flow again."""
+        delay = self.backoff_s
+        for attempt in range(self.retries):
+            if self.stop_event.wait(delay):
+                return False
+            self.reopens += 1
+            if self.source.reopen():
+                return True
+            delay = min(delay * 2, 8.0)
+        self.error = ("%s stopped delivering frames; gave up after %d reopen attempts"
+                      % (self.source.name, self.retries))
+        return False
+
+    def _read(self):
+        frame = self.source.read()
+        while (frame is None and self.source.live and not getattr(self.source, "ended", False)
+               and self._recover()):
+            frame = self.source.read()
+        return frame
+
+    def _put(self, frame):
+        with self.cond:
+            if not self.drop:
+                while self.slot is not None and not self.stop_event.is_set():
+                    self.cond.wait(0.1)
+            elif self.slot is not None:
+                self.dropped += 1
+            self.slot = (self.read_count, frame)
+            self.read_count += 1
+            self.cond.notify_all()
+
+    def _run(self):
+        start = time.perf_counter()
+        try:
+            while not self.stop_event.is_set():
+                frame = self._read()
+                if frame is None:
+                    break
+                self._put(frame)
+                if self.pace_fps:
+                    wait = start + self.read_count / float(self.pace_fps) - time.perf_counter()
+                    if wait > 0 and self.stop_event.wait(wait):
+                        break
+        except Exception as exc:  # an OpenCV/driver error ends capture with a message
+            self.error = "capture failed: %s" % exc
+        finally:
+            with self.cond:
+                self.finished = True
+                self.cond.notify_all()
+
+    def get(self, timeout=0.5):
+        """``(index, frame)`` of the newest untaken frame, or None after ``timeout``
+        seconds or at the end (then ``finished`` is True). ``index`` counts every
+        frame read, dropped ones included."""
+        with self.cond:
+            end = time.perf_counter() + timeout
+            while self.slot is None and not self.finished:
+                left = end - time.perf_counter()
+                if left <= 0:
+                    return None
+                self.cond.wait(left)
+            item, self.slot = self.slot, None
+            self.cond.notify_all()
+            return item
+
+    def stop(self, timeout=2.0):
+        """Ask the thread to end, wait up to ``timeout`` s, close the source."""
+        self.stop_event.set()
+        with self.cond:
+            self.cond.notify_all()
+        if self.thread.is_alive():
+            self.thread.join(timeout)
+        self.source.close()
