@@ -12,7 +12,7 @@ import os
 import onnx
 import torch
 
-from edge.bundle import PRECISIONS, load_bundle, update_scores, write_meta
+from edge.bundle import PRECISIONS, load_bundle, write_meta
 from edge.errors import NanocapError
 from export.floor import check_floor, force_ir_version
 from export.graphs import GRAPH_IO, build_graph, example_inputs
@@ -112,22 +112,23 @@ def export_bundle(checkpoint_path, out_dir, precisions=("fp32",), max_len=None,
     meta = write_meta(out_dir, meta)
     if data:
         for precision in precisions:
-            scores = score_bundle(out_dir, precision, data, split, score_limit)
-            if scores:
-                update_scores(out_dir, precision, scores)
+            score_bundle(out_dir, precision, data, split, score_limit)
         meta = load_bundle(out_dir).meta
     return meta
 
 
 def score_bundle(bundle_dir, precision, data, split="test", limit=None):
-    """Scores of one precision through ``train.evaluate.evaluate_bundle`` (engineer
-    H2's code: the same scoring as ``train eval --bundle``); None if unavailable."""
-    try:
-        from train.evaluate import evaluate_bundle
-    except ImportError as exc:
-        print("export: scores not measured (train.evaluate.evaluate_bundle unavailable: %s)" % exc)
-        return None
-    return evaluate_bundle(bundle_dir, data, split=split, precision=precision, limit=limit)
+    """Score one precision with ``train eval --bundle ... --update-bundle`` (the same
+    code as the evaluation command); the scores land in ``meta["scores"][precision]``."""
+    import argparse
+    from train import evaluate
+    parser = argparse.ArgumentParser(prog="train eval")
+    evaluate.add_arguments(parser)
+    argv = ["--bundle", bundle_dir, "--data", data, "--split", split,
+            "--precision", precision, "--update-bundle"]
+    if limit:
+        argv += ["--limit", str(limit)]
+    return evaluate.run(parser.parse_args(argv))
 
 
 def add_arguments(parser):

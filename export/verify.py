@@ -1,0 +1,153 @@
+"""``python -m export verify``: PyTorch vs ONNX Runtime on the same images.
+
+For every precision in the bundle, ``caption.onnx`` (or its variant) runs in
+ONNX Runtime (CPU) and the checkpoint runs in PyTorch with the same greedy rule
+(``export.graphs.torch_greedy``). Per precision:
+
+- ``caption_match``: fraction of images whose whole caption is identical;
+- ``token_match``: fraction of the [N, T] token positions that are equal;
+- ``max_abs_logit_diff``: largest |log-prob difference| of the chosen tokens,
+  over the steps whose preceding tokens agree (later steps decode from
+  different prefixes and are not comparable);
+- ``encoder_max_abs_diff``: largest |difference| of ``encoder.onnx``'s state.
+
+The last stdout line is one JSON object ``{precision: {...}}``. The exit status
+is 1 when fp32's caption_match is below ``FP32_MIN_MATCH``.
+"""
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+
+from edge.bundle import load_bundle
+from edge.errors import NanocapError
+from edge.image import list_images, read_image, resize
+from export.graphs import torch_greedy
+from train.checkpoint import load_checkpoint
+
+FP32_MIN_MATCH = 0.99
+
+
+def add_arguments(parser):
+    parser.add_argument("--checkpoint", required=True, help="the checkpoint the bundle came from")
+    parser.add_argument("--bundle", required=True, help="bundle directory")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="caption dataset file (images of --split are used)")
+    source.add_argument("--images", help="directory of images")
+    parser.add_argument("--split", default="test", help="split of --data (default test)")
+    parser.add_argument("--images-dir", help="image folder of --data (default: beside it)")
+    parser.add_argument("--format", default="auto", help="format of --data (default auto)")
+    parser.add_argument("--limit", type=int, help="use at most N images")
+    parser.add_argument("--precision", help="comma-separated precisions (default: all present)")
+    parser.add_argument("--batch-size", type=int, default=16, help="images per call")
+
+
+def image_paths(args):
+    """Image files from ``--images DIR`` or the ``--split`` of ``--data``."""
+    if args.images:
+        paths = list_images(args.images) if os.path.isdir(args.images) else []
+        if not paths:
+            raise NanocapError("no images found in %s" % args.images)
+    else:
+        from train.evaluate import split_records
+        paths = [r.path for r in split_records(args)]
+    if args.limit is not None:
+        if args.limit < 1:
+            raise NanocapError("--limit must be at least 1")
+        paths = paths[:args.limit]
+    return paths
+
+
+def load_frames(paths, size):
+    """``uint8 [K,H,W,3]`` of the readable ``paths`` and the count skipped."""
+    frames, skipped = [], 0
+    for path in paths:
+        try:
+            frames.append(resize(read_image(path), size))
+        except NanocapError as exc:
+            skipped += 1
+            if skipped <= 3:
+                sys.stderr.write("skipped: %s\n" % exc)
+    if not frames:
+        raise NanocapError("none of the %d images could be read" % len(paths))
+    return np.stack(frames), skipped
+
+
+def _run_batches(fn, frames, batch):
+    outs = [fn(frames[i:i + batch]) for i in range(0, len(frames), batch)]
+    return [np.concatenate([o[k] for o in outs]) for k in range(len(outs[0]))]
+
+
+def compare(ref_tokens, ref_scores, tokens, scores, vocab):
+    """The parity figures of one precision (see module docstring); arrays [N,T]."""
+    same_caption = [vocab.decode(a) == vocab.decode(b) for a, b in zip(ref_tokens, tokens)]
+    equal = ref_tokens == tokens
+    # step t is comparable when every token before it agreed
+    prefix = np.cumprod(np.concatenate([np.ones_like(equal[:, :1]), equal[:, :-1]], axis=1),
+                        axis=1).astype(bool)
+    diff = np.abs(ref_scores.astype(np.float64) - scores.astype(np.float64))[prefix]
+    return {"caption_match": float(np.mean(same_caption)),
+            "token_match": float(np.mean(equal)),
+            "max_abs_logit_diff": float(diff.max()) if diff.size else None}
+
+
+def verify(checkpoint, bundle_dir, frames, precisions=None, batch=16):
+    """Parity figures ``{precision: {...}}`` of a bundle against its checkpoint on
+    ``frames`` (uint8 [K,H,W,3], already resized to the bundle's input size)."""
+    import onnxruntime as ort
+    bundle = load_bundle(bundle_dir)
+    model, vocab, _ = load_checkpoint(checkpoint)
+    if vocab.itos != bundle.vocab.itos:
+        raise NanocapError("bundle %s was not exported from %s (vocabularies differ)"
+                           % (bundle_dir, checkpoint))
+
+    def torch_caption(x):
+        t, s = torch_greedy(model, torch.from_numpy(x), vocab.start_id, vocab.end_id,
+                            bundle.max_len)
+        return t.numpy(), s.numpy()
+
+    def torch_state(x):
+        with torch.no_grad():
+            return (model.init_state(model.encode(torch.from_numpy(x))).numpy(),)
+
+    with torch.no_grad():
+        ref_tokens, ref_scores = _run_batches(torch_caption, frames, batch)
+    ref_state = _run_batches(torch_state, frames, batch)[0]
+    report = {}
+    for precision in precisions or bundle.precisions("caption"):
+        opts = {"providers": ["CPUExecutionProvider"]}
+        session = ort.InferenceSession(bundle.graph_path("caption", precision), **opts)
+        tokens, scores = _run_batches(lambda x: session.run(None, {"image": x}), frames, batch)
+        entry = compare(ref_tokens, ref_scores, tokens, scores, vocab)
+        if precision in bundle.precisions("encoder"):
+            enc = ort.InferenceSession(bundle.graph_path("encoder", precision), **opts)
+            state = _run_batches(lambda x: enc.run(None, {"image": x}), frames, batch)[0]
+            entry["encoder_max_abs_diff"] = float(np.abs(state - ref_state).max())
+        report[precision] = entry
+    return report
+
+
+def run(args):
+    bundle = load_bundle(args.bundle)
+    precisions = None
+    if args.precision:
+        precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
+        for p in precisions:
+            bundle.graph_entry("caption", p)  # clear error if absent
+    frames, skipped = load_frames(image_paths(args), bundle.input_size)
+    if skipped:
+        sys.stderr.write("%d unreadable image(s) skipped\n" % skipped)
+    report = verify(args.checkpoint, args.bundle, frames, precisions, args.batch_size)
+    for precision, entry in report.items():
+        print("%-5s caption_match %.4f  token_match %.4f  max_abs_logit_diff %s  (%d images)"
+              % (precision, entry["caption_match"], entry["token_match"],
+                 entry["max_abs_logit_diff"], len(frames)))
+    print(json.dumps(report, sort_keys=True))
+    fp32 = report.get("fp32")
+    if fp32 is not None and fp32["caption_match"] < FP32_MIN_MATCH:
+        sys.stderr.write("verify: fp32 caption_match %.4f is below %.2f: the export is wrong\n"
+                         % (fp32["caption_match"], FP32_MIN_MATCH))
+        return 1
+    return 0
