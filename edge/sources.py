@@ -162,15 +162,14 @@ class CaptureSource(object):
 
 
 class SyntheticSource(object):
-    """``edge.synthetic`` scenes paced at ``fps`` like a camera (``pace=0``: unpaced);
-    ``frames`` ends it (0 = endless)."""
-
-    live = True
+    """``edge.synthetic`` scenes paced at ``fps`` like a camera (``live``); with
+    ``pace=False`` read as fast as possible, like a file; ``frames`` ends it (0 = endless)."""
 
     def __init__(self, width=640, height=480, fps=DEFAULT_FPS, frames=0, seed=0, pace=True):
         from edge.synthetic import SyntheticScene
         self.scene = SyntheticScene(width, height, seed=seed)
-        self.fps, self.frames, self.pace = float(fps), int(frames), pace
+        self.fps, self.frames, self.pace = float(fps), int(frames), bool(pace)
+        self.live = self.pace
         self.name = "synthetic://"
         self.index, self.start, self.ended = 0, None, False
 

@@ -1,0 +1,223 @@
+"""The live loop end to end: real video files, real ONNX Runtime, real subprocesses."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.backends import open_backend
+from edge.live import run_live
+from edge.sinks import CaptionLog, VideoSink
+from edge.sources import open_source
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BLOCKED = ("torch", "torchvision", "onnx", "train", "export")
+BLOCKER = '''import sys
+class _Block(object):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in %r:
+            raise ImportError("blocked in this test: " + name)
+    find_module = find_spec
+sys.meta_path.insert(0, _Block())
+''' % (BLOCKED,)
+LOG_KEYS = ["backend", "caption", "frame", "latency_ms", "t", "tokens"]
+SUMMARY_KEYS = {"frames", "display_fps", "captions", "caption_fps", "caption_latency_ms",
+                "backend", "providers", "dropped_frames"}
+
+
+def count_frames(path):
+    capture = cv2.VideoCapture(path)
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    return frames
+
+
+@pytest.fixture(scope="module")
+def photo_video(shared_data, tmp_path_factory):
+    """A 160x120 30 FPS MJPG .avi of 4 real Flickr8k photos, each held 6 frames (24)."""
+    folder = os.path.join(shared_data, "flickr8k", "images")
+    names = sorted(os.listdir(folder))[:4]
+    path = str(tmp_path_factory.mktemp("video") / "in.avi")
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (160, 120))
+    for name in names:
+        photo = cv2.resize(cv2.imread(os.path.join(folder, name)), (160, 120))
+        for _ in range(6):
+            writer.write(photo)
+    writer.release()
+    assert len(count_frames(path)) == 24
+    return path
+
+
+def read_log(path):
+    with open(path) as handle:
+        return [json.loads(line) for line in handle]
+
+
+def test_file_loop_keeps_every_frame(tiny_bundle, photo_video, tmp_path):
+    out, log_path = str(tmp_path / "out.mp4"), str(tmp_path / "caps.jsonl")
+    source = open_source(photo_video)
+    backend = open_backend(tiny_bundle, backend="ort")
+    sink, log = VideoSink(out, source.fps), CaptionLog(log_path, backend.name)
+    summary = run_live(source, backend, [sink], log)
+    sink.close()
+    log.close()
+    assert SUMMARY_KEYS <= set(summary)
+    assert summary["frames"] == 24 and summary["dropped_frames"] == 0
+    assert summary["providers"] == ["CPUExecutionProvider"]
+    assert 1 <= summary["captions"] <= 24 and summary["caption_latency_ms"]["p50"] > 0
+    recorded = count_frames(out)
+    assert len(recorded) == 24 and recorded[0].shape == (120, 160, 3)
+    original = count_frames(photo_video)
+    band = slice(100, 120)        # the overlay band darkens the bottom rows
+    assert recorded[5][band].mean() < original[5][band].mean() - 10
+    lines = read_log(log_path)
+    assert len(lines) == summary["captions"]
+    assert all(sorted(line) == LOG_KEYS for line in lines)
+    assert lines[0]["frame"] == 0 and all(0 <= l["frame"] < 24 for l in lines)
+    assert [l["frame"] for l in lines] == sorted(l["frame"] for l in lines)
+
+
+def test_realtime_drops_not_queues(tiny_bundle, photo_video):
+    summary = run_live(open_source(photo_video), open_backend(tiny_bundle, backend="ort"),
+                       realtime=True, every=3)
+    assert summary["frames"] + summary["dropped_frames"] == 24
+    assert summary["captions"] >= 1
+
+
+def _env(blocker_dir=None):
+    env = dict(os.environ)
+    paths = ([blocker_dir] if blocker_dir else []) + [ROOT]
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    return env
+
+
+def run_edge(args, cwd, env=None, timeout=60):
+    return subprocess.run([sys.executable, "-m", "edge"] + args, cwd=cwd, env=env or _env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def blocker(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("blocker")
+    (folder / "sitecustomize.py").write_text(BLOCKER)
+    probe = subprocess.run([sys.executable, "-c", "import torch"], env=_env(str(folder)),
+                           stderr=subprocess.PIPE, universal_newlines=True)
+    assert probe.returncode != 0 and "blocked in this test" in probe.stderr
+    return str(folder)
+
+
+def test_cli_without_torch_records_every_frame(tiny_bundle, photo_video, tmp_path, blocker):
+    result = run_edge([photo_video, "out.mp4", "--bundle", tiny_bundle, "--headless",
+                       "--log", "caps.jsonl"], str(tmp_path), _env(blocker))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["frames"] == 24 and summary["backend"] == "ort"
+    assert len(count_frames(str(tmp_path / "out.mp4"))) == 24
+    assert len(read_log(str(tmp_path / "caps.jsonl"))) == summary["captions"] >= 1
+
+
+def test_cli_images_beam_and_every(tiny_bundle, shared_data, tmp_path, blocker):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in sorted(os.listdir(os.path.join(shared_data, "flickr8k", "images")))[:3]:
+        shutil.copy(os.path.join(shared_data, "flickr8k", "images", name), str(folder))
+    result = run_edge([str(folder), "--bundle", tiny_bundle, "--headless", "--decode", "beam",
+                       "--log", "caps.jsonl"], str(tmp_path), _env(blocker))
+    assert result.returncode == 0, result.stderr
+    assert [l["frame"] for l in read_log(str(tmp_path / "caps.jsonl"))] == [0, 1, 2]
+    result = run_edge(["synthetic://?width=96&height=72&frames=40&pace=0", "--bundle",
+                       tiny_bundle, "--headless", "--every", "10", "--log", "every.jsonl"],
+                      str(tmp_path), _env(blocker))
+    frames = [l["frame"] for l in read_log(str(tmp_path / "every.jsonl"))]
+    assert frames and all(b - a >= 10 for a, b in zip(frames, frames[1:]))
+
+
+def _corrupt_copy(bundle, tmp_path):
+    copy = str(tmp_path / "corrupt")
+    shutil.copytree(bundle, copy)
+    with open(os.path.join(copy, "caption.onnx"), "r+b") as handle:
+        handle.seek(100)
+        handle.write(b"\x13\x37")
+    return copy
+
+
+def test_bad_inputs_fail_fast_with_one_line(tiny_bundle, photo_video, tmp_path):
+    cases = [
+        (["/dev/video97"], "camera not found"),
+        (["missing.mp4"], "video file not found"),
+        (["rtsp://127.0.0.1:9/none"], "cannot open stream"),
+        ([photo_video, "out.xyz"], "unknown output"),
+        ([photo_video, "--backend", "trt"], "TensorRT"),
+        ([photo_video, "--precision", "int8"], "no caption graph in int8"),
+    ]
+    for args, message in cases:
+        result = run_edge(args + ["--bundle", tiny_bundle, "--headless"], str(tmp_path))
+        assert result.returncode != 0 and message in result.stderr, (args, result.stderr)
+        last = result.stderr.strip().splitlines()[-1]   # (FFmpeg may log its own lines first)
+        assert "Traceback" not in result.stderr and last.startswith("nanocap-live: error: ")
+    for bundle, message in ((str(tmp_path / "nope"), "bundle directory not found"),
+                            (_corrupt_copy(tiny_bundle, tmp_path), "checksum")):
+        result = run_edge([photo_video, "--bundle", bundle, "--headless"], str(tmp_path))
+        assert result.returncode != 0 and message in result.stderr
+        assert "Traceback" not in result.stderr
+    debug = run_edge(["missing.mp4", "--bundle", tiny_bundle, "--debug"], str(tmp_path))
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_ends_cleanly(tiny_bundle, tmp_path, signum):
+    log_path = tmp_path / "caps.jsonl"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edge", "synthetic://?width=160&height=120", "rec.avi",
+         "--bundle", tiny_bundle, "--headless", "--log", str(log_path)],
+        cwd=str(tmp_path), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        universal_newlines=True)
+    deadline = time.time() + 30
+    while time.time() < deadline and not (log_path.exists() and log_path.stat().st_size):
+        time.sleep(0.1)
+    time.sleep(0.3)
+    sent = time.time()
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=10)
+    assert time.time() - sent < 3.0
+    assert process.returncode == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["ended"] == "stopped" and summary["frames"] > 0
+    assert len(count_frames(str(tmp_path / "rec.avi"))) == summary["frames"]
+    lines = read_log(str(log_path))
+    assert len(lines) == summary["captions"] and lines[-1]["caption"] is not None
+
+
+def test_memory_stays_flat_on_long_run(tiny_bundle):
+    """No queue grows: RSS after 600 more frames is within a few MiB of after 200."""
+    def rss_mb():
+        with open("/proc/self/status") as handle:
+            return [int(l.split()[1]) for l in handle if l.startswith("VmRSS")][0] / 1024.0
+    backend = open_backend(tiny_bundle, backend="ort")
+    uri = "synthetic://?width=320&height=240&frames=%d&pace=0"
+    run_live(open_source(uri % 200), backend, [_NullSink()])
+    before = rss_mb()
+    backend = open_backend(tiny_bundle, backend="ort")
+    summary = run_live(open_source(uri % 600), backend, [_NullSink()])
+    assert summary["frames"] == 600
+    assert rss_mb() - before < 20
+
+
+class _NullSink(object):
+    def write(self, frame):
+        return -1
+
+    def close(self):
+        pass
