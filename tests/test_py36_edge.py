@@ -1,0 +1,71 @@
+"""The edge runtime on the Jetson floor: Python 3.6, numpy 1.19.5, onnxruntime 1.10.0,
+opencv-python-headless 4.6 (``/work/venv36`` or ``$NANOCAP_PY36``), with only
+``edge/`` on the path. Skipped where that interpreter is not installed."""
+import json
+import os
+import shutil
+import subprocess
+
+import cv2
+import pytest
+
+from tests.test_live import count_frames
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PY36 = os.environ.get("NANOCAP_PY36", "/work/venv36/bin/python")
+
+pytestmark = pytest.mark.skipif(not os.path.isfile(PY36), reason="no Python 3.6 at %s" % PY36)
+
+
+def run36(args, cwd, **env_extra):
+    env = dict(os.environ, PYTHONPATH=cwd, **env_extra)
+    env.pop("PYTHONHOME", None)
+    return subprocess.run([PY36] + args, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def edge_only(tmp_path_factory):
+    """A folder holding a copy of ``edge/`` and nothing else of the project."""
+    folder = tmp_path_factory.mktemp("edge_only")
+    shutil.copytree(os.path.join(ROOT, "edge"), str(folder / "edge"),
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    return str(folder)
+
+
+def test_versions_are_the_floor(edge_only):
+    result = run36(["-c", "import sys, numpy, onnxruntime; print(sys.version_info[:2], "
+                          "numpy.__version__, onnxruntime.__version__)"], edge_only)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[:2] == ["(3,", "6)"] and "1.19" in result.stdout
+
+
+def test_live_cli_on_py36(tiny_bundle, shared_data, edge_only):
+    folder = os.path.join(shared_data, "flickr8k", "images")
+    writer = cv2.VideoWriter(os.path.join(edge_only, "in.avi"),
+                             cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (160, 120))
+    for name in sorted(os.listdir(folder))[:3]:
+        photo = cv2.resize(cv2.imread(os.path.join(folder, name)), (160, 120))
+        for _ in range(5):
+            writer.write(photo)
+    writer.release()
+    for decode in ("greedy", "beam"):
+        result = run36(["-m", "edge", "in.avi", "out.mp4", "--bundle", tiny_bundle,
+                        "--headless", "--decode", decode, "--log", "caps.jsonl"], edge_only)
+        assert result.returncode == 0, result.stderr
+        summary = json.loads(result.stdout.strip().splitlines()[-1])
+        assert summary["frames"] == 15 and summary["providers"] == ["CPUExecutionProvider"]
+        assert len(count_frames(os.path.join(edge_only, "out.mp4"))) == 15
+        with open(os.path.join(edge_only, "caps.jsonl")) as handle:
+            assert len(handle.readlines()) == summary["captions"] >= 1
+    missing = run36(["-m", "edge", "/dev/video97", "--bundle", tiny_bundle], edge_only)
+    assert missing.returncode != 0 and "camera not found" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+def test_edge_unit_tests_on_py36():
+    """The torch-free edge tests (sources, overlay) pass under Python 3.6 too."""
+    result = run36(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_sources.py",
+                    "tests/test_overlay.py"], ROOT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout
