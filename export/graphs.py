@@ -34,12 +34,18 @@ class CaptionGraph(nn.Module):
         self.start_id = int(start_id)
         self.end_id = int(end_id)
         self.max_len = int(max_len)
+        # int32 constants: comparisons stay int32 (no int64 casts, no bool constants,
+        # which TensorRT 8.2 cannot hold as weights).
+        self.register_buffer("start", torch.tensor([self.start_id], dtype=torch.int32),
+                             persistent=False)
+        self.register_buffer("end", torch.tensor([self.end_id], dtype=torch.int32),
+                             persistent=False)
 
     def forward(self, image):
         state = self.model.init_state(self.model.encode(image))
         # [N] start tokens built from the batch size (ConstantOfShape, no Loop).
-        token = torch.zeros_like(state[:, 0], dtype=torch.int32) + self.start_id
-        alive = torch.ones_like(state[:, 0], dtype=torch.bool)
+        token = torch.zeros_like(state[:, 0], dtype=torch.int32) + self.start
+        alive = token == self.start  # all true, computed (no bool constant)
         tokens, scores = [], []
         zero_tok = torch.zeros_like(token)
         zero_lp = torch.zeros_like(state[:, 0])
@@ -49,7 +55,7 @@ class CaptionGraph(nn.Module):
             token = index.to(torch.int32)
             tokens.append(torch.where(alive, token, zero_tok))
             scores.append(torch.where(alive, best, zero_lp))
-            alive = alive & (token != self.end_id)
+            alive = alive & (token != self.end)
         return torch.stack(tokens, dim=1), torch.stack(scores, dim=1)
 
 
