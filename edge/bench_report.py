@@ -81,9 +81,19 @@ def summary_lines(report):
                         _fmt(flops / 1e9 if flops else None, 3), model.get("max_len")))
     peak = report.get("matmul_peak_gflops")
     if peak:
-        best = max([r.get("gflops_per_s") or 0.0 for r in report.get("results", [])] or [0.0])
-        lines.append("CPU fp32 matmul peak: %.1f GFLOP/s; best row achieves %.1f GFLOP/s"
-                     " (%.0f%% of peak)" % (peak, best, 100.0 * best / peak))
+        lines.append("CPU fp32 matmul peak (numpy, %dx%d): %.1f GFLOP/s" % (
+            report.get("matmul_n", 1024), report.get("matmul_n", 1024), peak))
+        for row in report.get("results", []):
+            if row.get("gflops_per_s") and row["precision"] == "fp32" and row["backend"] != "torch":
+                lines.append("  %s fp32 greedy (one graph, T steps) achieves %.1f GFLOP/s = %.0f%%"
+                             " of that peak" % (row["backend"], row["gflops_per_s"],
+                                                100.0 * row["gflops_per_s"] / peak))
+    machine = report.get("machine") or {}
+    if machine.get("loadavg"):
+        lines.append("load average at start %s, at end %s (on %s usable CPUs)" % (
+            "/".join("%.1f" % x for x in machine["loadavg"]),
+            "/".join("%.1f" % x for x in machine.get("loadavg_end") or []),
+            machine.get("cpus_usable", machine.get("cpu_count"))))
     live = report.get("live")
     if live:
         lines.append("live loop (%s, %s frames, headless): display %s FPS, captions %s/s, "
@@ -91,13 +101,25 @@ def summary_lines(report):
                      % (live.get("source"), live.get("frames"), _fmt(live.get("display_fps")),
                         _fmt(live.get("caption_fps")), _fmt(live.get("caption_latency_p50_ms")),
                         live.get("dropped_frames")))
-    for skip in report.get("skipped", []):
-        lines.append("skipped %s %s %s: %s" % (skip["backend"], skip["precision"],
-                                               skip["decode"], skip["reason"]))
+    for (backend, reason), combos in grouped_skips(report.get("skipped", [])):
+        lines.append("skipped %s %s: %s" % (backend, ", ".join(combos), reason))
     jetson = (report.get("machine") or {}).get("jetson") or {}
     for warning in jetson.get("warnings", []):
         lines.append("WARNING: %s" % warning)
     return lines
+
+
+def grouped_skips(skipped):
+    """Skipped combinations grouped by backend and reason, in first-seen order:
+    ``[((backend, reason), ["fp32 greedy", ...]), ...]``."""
+    groups, order = {}, []
+    for skip in skipped:
+        key = (skip["backend"], skip["reason"])
+        if key not in groups:
+            groups[key] = []
+            order.append(key)
+        groups[key].append("%s %s" % (skip["precision"], skip["decode"]))
+    return [(key, groups[key]) for key in order]
 
 
 def render_text(report):

@@ -206,9 +206,12 @@ def add_agreement(rows):
 
 
 def add_gflops(rows, flops_per_caption):
-    """Achieved GFLOP/s per row from ``flops_per_caption`` ({decode: FLOPs})."""
+    """Achieved GFLOP/s of greedy rows from ``flops_per_caption["greedy"]``
+    (encoder + T steps: exactly what the one-graph caption runs; nominal for
+    torch, which stops at ``<end>``). Beam rows stop early by a varying amount,
+    so they get None rather than a guess."""
     for row in rows:
-        flops = (flops_per_caption or {}).get(row["decode"])
+        flops = (flops_per_caption or {}).get("greedy") if row["decode"] == "greedy" else None
         rate = row.get("captions_per_s")
         row["gflops_per_s"] = flops * rate / 1e9 if flops and rate else None
     return rows
