@@ -191,9 +191,11 @@ def make_loader(dataset, args, ctx, lazy):
     sampler = DistributedSampler(dataset, ctx.world, ctx.rank, shuffle=True, seed=args.seed) \
         if ctx.distributed else None
     generator = torch.Generator().manual_seed(args.seed)
+    per_rank = -(-len(dataset) // ctx.world)
+    lone_last = per_rank > args.batch_size and per_rank % args.batch_size == 1  # BatchNorm needs 2
     return DataLoader(dataset, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,
                       collate_fn=tdata.collate, num_workers=workers, generator=generator,
-                      drop_last=len(dataset) > args.batch_size * ctx.world)
+                      drop_last=lone_last)
 
 
 def fit(args, ctx):

@@ -1,0 +1,146 @@
+"""``python -m train fit``: learning, checkpoints, resume, two-step mode, bad
+input (real COCO/Flickr8k files, corrupt JPEGs), and DDP with 2 CPU processes."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from train.__main__ import main
+from train.checkpoint import load_checkpoint
+from train.synth import write_dataset
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURES = os.path.join(ROOT, "tests", "fixtures")
+TINY = ["--weights", "none", "--image-size", "64", "--hidden", "32", "--embed", "16",
+        "--batch-size", "8", "--max-len", "12", "--min-count", "1", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    """50 synthetic images at 64 px (40 train, 5 val, 5 test)."""
+    out = str(tmp_path_factory.mktemp("shapes"))
+    return write_dataset(out, 50, size=64, seed=0)
+
+
+def _log(run):
+    with open(os.path.join(run, "log.jsonl")) as handle:
+        return [json.loads(line) for line in handle]
+
+
+def _cli(*args, **kwargs):
+    """Run ``python -m train ARGS`` (or another module via ``module=``) in a subprocess."""
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
+    command = [sys.executable] + kwargs.get("prefix", ["-m", "train"]) + list(args)
+    return subprocess.run(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
+
+
+def _one_line_error(result, text):
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and text in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_loss_decreases_checkpoints_and_resume(shapes, tmp_path, capsys):
+    run = str(tmp_path / "run")
+    args = ["fit", "--data", shapes, "--out", run, "--lr", "3e-3"] + TINY
+    assert main(args + ["--epochs", "3"]) == 0
+    log = _log(run)
+    assert [e["epoch"] for e in log] == [1, 2, 3]
+    losses = [e["train_loss"] for e in log]
+    assert losses[0] > losses[1] > losses[2] and losses[2] < losses[0] * 0.95, losses
+    assert set(log[0]["val"]) >= {"Bleu_4", "CIDEr"} and log[0]["val_images"] == 5
+    model, vocab, payload = load_checkpoint(os.path.join(run, "last.pt"))
+    assert payload["train"]["epoch"] == 3 and "optimizer" in payload
+    assert model.config.image_size == 64 and model.config.hidden == 32
+    assert "circle" in vocab.stoi
+    best = [e for e in log if e["best"]][-1]
+    assert load_checkpoint(os.path.join(run, "best.pt"))[2]["train"]["epoch"] == best["epoch"]
+    # resume from last.pt: only the fourth epoch runs
+    assert main(args + ["--epochs", "4"]) == 0
+    assert "resuming from" in capsys.readouterr().out
+    assert [e["epoch"] for e in _log(run)] == [1, 2, 3, 4]
+
+
+def test_two_step_training_caches_features(shapes, tmp_path):
+    run = str(tmp_path / "run")
+    args = ["fit", "--data", shapes, "--out", run, "--freeze-encoder", "--epochs", "2",
+            "--finetune-epochs", "1", "--rnn", "lstm"] + TINY
+    assert main(args) == 0
+    assert [e["phase"] for e in _log(run)] == ["decoder", "decoder", "finetune"]
+    assert os.path.isfile(os.path.join(run, "features-train.pt"))
+    assert os.path.isfile(os.path.join(run, "features-val.pt"))
+    model = load_checkpoint(os.path.join(run, "last.pt"))[0]
+    assert model.config.rnn == "lstm"
+
+
+def test_minutes_budget_stops_early(shapes, tmp_path, capsys):
+    run = str(tmp_path / "run")
+    assert main(["fit", "--data", shapes, "--out", run, "--epochs", "1000",
+                 "--minutes", "0.02"] + TINY) == 0
+    assert "time budget of 0.0 min reached" in capsys.readouterr().out
+    if os.path.isfile(os.path.join(run, "log.jsonl")):
+        assert len(_log(run)) < 1000
+
+
+def test_coco_with_most_images_missing(shared_data, tmp_path):
+    result = _cli("fit", "--data", os.path.join(shared_data, "coco", "captions_val2017.json"),
+                  "--images-dir", os.path.join(shared_data, "coco", "val2017"),
+                  "--out", str(tmp_path / "run"), "--epochs", "1", *TINY)
+    assert result.returncode == 0, result.stderr
+    assert "4841 images missing" in result.stdout
+    train_line = [l for l in result.stdout.splitlines() if l.startswith("train ")][0]
+    n_train, n_val = int(train_line.split()[1]), int(train_line.split()[4])
+    assert n_train + n_val == 159 and n_val > 0
+
+
+def test_corrupt_images_are_skipped_and_counted(shared_data, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    real = sorted(os.listdir(os.path.join(shared_data, "flickr8k", "images")))[:10]
+    entries = []
+    for name in real:
+        shutil.copy(os.path.join(shared_data, "flickr8k", "images", name), str(images / name))
+        entries.append((name, "a dog runs on the grass"))
+    for name in ("truncated.jpg", "garbage.jpg"):
+        shutil.copy(os.path.join(FIXTURES, "corrupt", name), str(images / name))
+        entries.append((name, "a broken image"))
+    data = {"images": [{"filename": n, "split": "val" if i == 0 else "train",
+                        "sentences": [{"raw": c}]} for i, (n, c) in enumerate(entries)]}
+    (tmp_path / "dataset.json").write_text(json.dumps(data))
+    result = _cli("fit", "--data", str(tmp_path / "dataset.json"), "--out", str(tmp_path / "run"),
+                  "--epochs", "1", *TINY)
+    assert result.returncode == 0, result.stderr
+    assert "2 unreadable images skipped" in result.stdout
+    assert "train 9 images, val 1 images" in result.stdout
+
+
+def test_bad_input_is_one_line(shared_data, tmp_path):
+    empty = tmp_path / "captions.txt"
+    empty.write_text("")
+    _one_line_error(_cli("fit", "--data", str(empty), "--out", str(tmp_path / "a"), *TINY),
+                    "caption file is empty")
+    odd = tmp_path / "notes.txt"
+    odd.write_text("some notes\nnot captions at all\n")
+    _one_line_error(_cli("fit", "--data", str(odd), "--out", str(tmp_path / "b"), *TINY),
+                    "cannot tell the caption format")
+    token = os.path.join(shared_data, "flickr8k", "Flickr8k.token.txt")
+    result = _cli("fit", "--data", token, "--out", str(tmp_path / "c"), *TINY)
+    _one_line_error(result, "no usable images in the train split")
+    assert "6000 listed" in result.stderr
+
+
+def test_torchrun_two_processes(shapes, tmp_path):
+    run = str(tmp_path / "run")
+    result = _cli("--standalone", "--nproc_per_node", "2", "-m", "train", "fit", "--data", shapes,
+                  "--out", run, "--epochs", "2", *TINY,
+                  prefix=["-m", "torch.distributed.run"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = _log(run)
+    assert [e["epoch"] for e in log] == [1, 2]   # rank 0 alone writes the log
+    assert log[0]["images"] == 40                 # both ranks' shares of the 40 images
+    assert load_checkpoint(os.path.join(run, "last.pt"))[2]["train"]["epoch"] == 2
