@@ -21,8 +21,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from edge.calibration import calibration_feeds, calibration_images
 from edge.errors import NanocapError
-from edge.image import list_images, read_image, resize
 from export.floor import check_floor, force_ir_version
 
 FP32_OPS = ("LogSoftmax", "ArgMax", "ReduceMax")
@@ -102,50 +102,6 @@ def _wrap_fp32(node):
 
 
 # -- int8 -------------------------------------------------------------------
-def calibration_images(directory, size, limit=64):
-    """Up to ``limit`` images of ``directory`` resized to ``size`` (H, W):
-    ``uint8 [K,H,W,3]``. Unreadable files are skipped and counted."""
-    if not directory or not os.path.isdir(directory):
-        raise NanocapError("int8 export needs --calib-images DIR (a directory of images); "
-                           "got %r" % (directory,))
-    frames, skipped = [], 0
-    for path in list_images(directory)[:limit * 2]:
-        try:
-            frames.append(resize(read_image(path), size))
-        except NanocapError:
-            skipped += 1
-        if len(frames) >= limit:
-            break
-    if skipped:
-        print("calibration: skipped %d unreadable image(s) in %s" % (skipped, directory))
-    if not frames:
-        raise NanocapError("no readable images for int8 calibration in %s" % directory)
-    return np.stack(frames)
-
-
-def calibration_feeds(graph, fp32_dir, images, max_len, batch=8):
-    """Feed dicts for calibrating ``graph``: image batches for caption/encoder;
-    for decoder_step the (token, state) pairs met while greedily decoding them
-    with the fp32 encoder and decoder_step graphs."""
-    image_batches = [images[i:i + batch] for i in range(0, len(images), batch)]
-    if graph != "decoder_step":
-        return [{"image": b} for b in image_batches]
-    import onnxruntime as ort
-    opts = {"providers": ["CPUExecutionProvider"]}
-    enc = ort.InferenceSession(os.path.join(fp32_dir, "encoder.onnx"), **opts)
-    step = ort.InferenceSession(os.path.join(fp32_dir, "decoder_step.onnx"), **opts)
-    feeds = []
-    start = 1  # edge.vocab START id
-    for frames in image_batches:
-        state = enc.run(None, {"image": frames})[0]
-        token = np.full((len(frames),), start, dtype=np.int32)
-        for _ in range(max_len):
-            feeds.append({"token": token, "state": state})
-            logprobs, state = step.run(None, {"token": token, "state": state})
-            token = logprobs.argmax(axis=1).astype(np.int32)
-    return feeds
-
-
 def _head_nodes(model, vocab_size):
     """Names of Gemm/MatMul nodes producing the vocabulary logits (the output layer)."""
     weights = dict((t.name, t.dims) for t in model.graph.initializer)
@@ -208,7 +164,8 @@ def add_variants(out_dir, meta, precisions, calib_images=None):
                 if images is None:
                     size = (meta["input"]["height"], meta["input"]["width"])
                     images = calibration_images(calib_images, size)
-                feeds = calibration_feeds(graph, out_dir, images, meta["max_len"])
+                feeds = calibration_feeds(graph, out_dir, images, meta["max_len"],
+                                          meta["vocab"]["start"])
                 model = quantize_int8(src, dst, feeds, len(meta["vocab"]["words"]))
             else:
                 raise NanocapError("no converter for precision %s" % precision)
