@@ -264,6 +264,7 @@ def run_phase(name, epochs, lr, model, vocab, train_src, val_src, state, opt_sta
         optimizer.load_state_dict(opt_state)
     step_module = TrainStep(model, from_features)
     if ctx.distributed:
+        model.backbone.to(memory_format=torch.channels_last)  # grads match DDP's buckets
         step_module = nn.parallel.DistributedDataParallel(
             step_module, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None)
     cuda = ctx.device.type == "cuda"
