@@ -167,7 +167,14 @@ class LiveLoop(object):
         if due and self.captioner.offer(index, frame.copy()):
             self.last_offer = index
             if self.caption_each:
-                self.captioner.wait_idle(self.final_wait_s)
+                self._wait_caption()
+
+    def _wait_caption(self):
+        """Wait (up to ``final_wait_s``, less if stopped) for the caption in hand."""
+        end = time.perf_counter() + self.final_wait_s
+        while not self.stop_event.is_set() and time.perf_counter() < end:
+            if self.captioner.wait_idle(0.1):
+                return
 
     def _draw(self, frame, now):
         latest = self.captioner.latest
@@ -241,7 +248,7 @@ class LiveLoop(object):
             if self.stop_event.is_set() and self.reason == "end of input":
                 self.reason = "stopped"
             elif not self.source.live and not self.realtime:
-                self.captioner.wait_idle(self.final_wait_s)  # the last caption makes the log
+                self._wait_caption()  # the last caption makes the log
         finally:
             self.grabber.stop()
             if self.captioner.stop():

@@ -394,10 +394,12 @@ class FrameGrabber(object):
             return item
 
     def stop(self, timeout=2.0):
-        """Ask the thread to end, wait up to ``timeout`` s, close the source."""
+        """Ask the thread to end, wait up to ``timeout`` s, then close the source
+        (left open if a driver call still blocks the thread: closing under it can crash)."""
         self.stop_event.set()
         with self.cond:
             self.cond.notify_all()
         if self.thread.is_alive():
             self.thread.join(timeout)
-        self.source.close()
+        if not self.thread.is_alive():
+            self.source.close()
