@@ -293,8 +293,15 @@ def open_source(uri, width=640, height=480, fps=DEFAULT_FPS, latency_ms=200,
     return CaptureSource(lambda: cv2.VideoCapture(where), "video file %s" % where, live=False)
 
 
-def _ffmpeg_stream(url):
-    capture = cv2.VideoCapture(url, cv2.CAP_FFMPEG)
+def _ffmpeg_stream(url, timeout_ms=5000):
+    """A stream through FFmpeg; open/read time out after ``timeout_ms`` where the
+    OpenCV has those properties (4.5.2+), so a dead host fails within seconds."""
+    if hasattr(cv2, "CAP_PROP_OPEN_TIMEOUT_MSEC"):
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms,
+                  cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
+        capture = cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
+    else:
+        capture = cv2.VideoCapture(url, cv2.CAP_FFMPEG)
     if capture.isOpened():
         capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)
     return capture

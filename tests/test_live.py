@@ -221,3 +221,29 @@ class _NullSink(object):
 
     def close(self):
         pass
+
+
+class KeySink(object):
+    """Stands in for the window: returns scripted key codes, one per written frame."""
+
+    def __init__(self, keys):
+        self.keys, self.frames = list(keys), 0
+
+    def write(self, frame):
+        self.frames += 1
+        return self.keys.pop(0) if self.keys else -1
+
+    def close(self):
+        pass
+
+
+def test_keys_snapshot_pause_quit(tiny_bundle, tmp_path):
+    keys = [-1, ord("s"), -1, ord(" "), -1, ord(" "), -1, ord("q"), -1, -1]
+    sink = KeySink(keys)
+    summary = run_live(open_source("synthetic://?width=96&height=72&frames=50&pace=0"),
+                       open_backend(tiny_bundle, backend="ort"), [sink],
+                       snapshot_dir=str(tmp_path), message=lambda text: None)
+    snapshots = [p for p in os.listdir(str(tmp_path)) if p.endswith(".png")]
+    assert len(snapshots) == 1 and cv2.imread(str(tmp_path / snapshots[0])).shape == (72, 96, 3)
+    assert summary["ended"] == "quit key" and summary["frames"] == 6
+    assert sink.frames == 8      # two writes of the paused frame while paused
