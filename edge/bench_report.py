@@ -133,7 +133,7 @@ def render_markdown(report):
     head = "Machine: %s, %s usable CPUs, %s MiB; onnxruntime %s" % (
         machine.get("cpu"), machine.get("cpus_usable", machine.get("cpu_count")),
         machine.get("memory_mb"), (report.get("versions") or {}).get("onnxruntime"))
-    bullets = ["- %s" % line for line in summary_lines(report)]
+    bullets = ["- %s" % line.strip() for line in summary_lines(report)]
     return "\n".join([head, "", markdown_table(report.get("results", [])), ""] + bullets) + "\n"
 
 
