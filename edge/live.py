@@ -224,7 +224,8 @@ class LiveLoop(object):
 
     def warm_up(self):
         """One untimed caption, so first-call setup does not stall the first frames."""
-        height, width = getattr(self.backend.bundle, "input_size", (64, 64))
+        bundle = getattr(self.backend, "bundle", None)
+        height, width = getattr(bundle, "input_size", (64, 64))
         try:
             self.backend.caption([np.zeros((height, width, 3), np.uint8)])
         except Exception as exc:  # reported as one line, like a failure in the loop
