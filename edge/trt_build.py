@@ -1,0 +1,399 @@
+"""Build TensorRT engines from a bundle's ONNX graphs, on the target device.
+
+One code path for TensorRT 8.x (JetPack 4.6 on the Nano: explicit-batch network,
+``max_workspace_size``) and 10.x (``set_memory_pool_limit``); both use
+``build_serialized_network``, one optimisation profile for the dynamic batch
+(1 .. ``max_batch``), a timing cache, and for INT8 an entropy calibrator that
+writes / reads a calibration cache. ``platform_has_fast_fp16/int8`` are
+honoured: the Nano has no INT8, so an int8 request builds fp16 there (with a
+message), and a GPU without fast FP16 builds fp32.
+
+TensorRT (and the ONNX parser of 8.2) has no uint8 tensors: the builder hands
+the parser a copy of the graph whose uint8 ``image`` input is declared float32
+(the graph's first op casts it to float anyway; the runner feeds float32).
+
+Files, beside the bundle's ONNX (engines are not portable across GPUs or
+TensorRT versions, so the name says both)::
+
+    caption.fp16.trt8.2.1.NVIDIA_Tegra_X1.engine        the plain serialized engine
+    caption.fp16.trt8.2.1.NVIDIA_Tegra_X1.engine.json   sidecar: ONNX sha256, I/O, ...
+    timing.trt8.2.1.NVIDIA_Tegra_X1.cache               shared timing cache
+    caption.trt8.2.1.calib                              INT8 calibration cache
+
+An engine is rebuilt when its sidecar's ONNX sha256 (or max batch) differs.
+``tensorrt`` is imported lazily; torch and onnx are never imported.
+"""
+import datetime
+import json
+import os
+import re
+import sys
+
+import numpy as np
+
+from edge.bundle import sha256_file
+from edge.errors import NanocapError
+
+DEFAULT_WORKSPACE_MB = 1024
+DEFAULT_MAX_BATCH = 16
+CALIB_BATCH = 8
+INSTALL_HINT = ("TensorRT's Python bindings are not installed: on a Jetson they come with "
+                "JetPack (sudo apt install python3-libnvinfer; in a venv use "
+                "--system-site-packages), on a desktop pip install tensorrt; "
+                "or use the ONNX Runtime backend (--backend ort)")
+_LOGGER = []
+
+
+def import_tensorrt():
+    """The ``tensorrt`` module, or ``NanocapError`` naming TensorRT and how to get it."""
+    try:
+        import tensorrt
+    except ImportError:
+        raise NanocapError(INSTALL_HINT)
+    return tensorrt
+
+
+def trt_logger(trt):
+    """One shared ``trt.Logger`` (warnings and errors)."""
+    if not _LOGGER:
+        _LOGGER.append(trt.Logger(trt.Logger.WARNING))
+    return _LOGGER[0]
+
+
+def trt_version(trt):
+    """``"8.2.1"`` from ``trt.__version__`` (major.minor.patch)."""
+    return ".".join(str(trt.__version__).split(".")[:3])
+
+
+def trt_major(trt):
+    return int(str(trt.__version__).split(".")[0])
+
+
+def safe_name(text):
+    """A file-name-safe form of a GPU name: ``NVIDIA Tegra X1`` -> ``NVIDIA_Tegra_X1``."""
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", str(text)).strip("_") or "gpu"
+
+
+def engine_file(graph, precision, version, gpu):
+    """``caption.fp16.trt8.2.1.NVIDIA_Tegra_X1.engine``."""
+    return "%s.%s.trt%s.%s.engine" % (graph, precision, version, safe_name(gpu))
+
+
+# -- uint8 inputs ------------------------------------------------------------
+def _varint(buf, pos):
+    value, shift = 0, 0
+    while True:
+        byte = buf[pos]
+        value |= (byte & 0x7F) << shift
+        pos += 1
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+
+
+def _fields(buf, start, end):
+    """Protobuf wire-format fields of ``buf[start:end]``: (number, wire type,
+    value start, value end); for varints the value start is its first byte."""
+    pos = start
+    while pos < end:
+        key, pos = _varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            _, nxt = _varint(buf, pos)
+            yield number, wire, pos, nxt
+            pos = nxt
+        elif wire == 2:
+            length, pos = _varint(buf, pos)
+            yield number, wire, pos, pos + length
+            pos += length
+        elif wire in (1, 5):
+            size = 8 if wire == 1 else 4
+            yield number, wire, pos, pos + size
+            pos += size
+        else:
+            raise NanocapError("not an ONNX model (unexpected protobuf wire type %d)" % wire)
+
+
+def _sub(buf, start, end, number):
+    return [(s, e) for n, w, s, e in _fields(buf, start, end) if n == number and w == 2]
+
+
+def float_image_inputs(data):
+    """ONNX model bytes with every uint8 graph input declared float32 instead.
+
+    ModelProto.graph(7) -> GraphProto.input(11) -> ValueInfoProto.type(2) ->
+    TypeProto.tensor_type(1) -> elem_type(1): UINT8 (2) becomes FLOAT (1), one
+    byte each, so no length prefix changes. Returns ``(bytes, names patched)``."""
+    buf = bytearray(data)
+    patched = []
+    for gs, ge in _sub(buf, 0, len(buf), 7):
+        for vs, ve in _sub(buf, gs, ge, 11):
+            name = b"".join(bytes(buf[s:e]) for n, w, s, e in _fields(buf, vs, ve) if n == 1)
+            for ts, te in _sub(buf, vs, ve, 2):
+                for tts, tte in _sub(buf, ts, te, 1):
+                    for n, w, s, e in _fields(buf, tts, tte):
+                        if n == 1 and w == 0 and buf[s] == 2 and e == s + 1:
+                            buf[s] = 1
+                            patched.append(name.decode("utf-8"))
+    return bytes(buf), patched
+
+
+# -- building ------------------------------------------------------------------
+def choose_precision(builder, precision, log):
+    """The precision this GPU can build: int8 -> fp16 -> fp32 by the platform flags."""
+    fast16 = getattr(builder, "platform_has_fast_fp16", True)
+    fast8 = getattr(builder, "platform_has_fast_int8", True)
+    if precision == "int8" and not fast8:
+        fallback = "fp16" if fast16 else "fp32"
+        log("TensorRT: this GPU has no fast INT8 (e.g. the Jetson Nano); building %s instead"
+            % fallback)
+        precision = fallback
+    if precision == "fp16" and not fast16:
+        log("TensorRT: this GPU has no fast FP16; building fp32 instead")
+        precision = "fp32"
+    return precision
+
+
+def _parse(trt, builder, data, onnx_path):
+    flags = 0
+    if trt_major(trt) < 10:  # explicit batch is the only mode from 10 on
+        flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, trt_logger(trt))
+    if not parser.parse(data):
+        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise NanocapError("TensorRT cannot parse %s: %s"
+                           % (onnx_path, "; ".join(errors) or "unknown error"))
+    return network, parser
+
+
+def _set_workspace(trt, config, workspace_mb):
+    size = int(workspace_mb) << 20
+    if hasattr(config, "set_memory_pool_limit"):  # 8.4+ and 10.x
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, size)
+    else:  # 8.0 - 8.3 (JetPack 4.6 has 8.2)
+        config.max_workspace_size = size
+
+
+def _profile(builder, network, max_batch, opt_batch=1, fixed=None):
+    """Batch range 1..max_batch (or exactly ``fixed``) for every network input."""
+    profile = builder.create_optimization_profile()
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        rest = tuple(int(d) for d in tensor.shape)[1:]
+        if any(d < 0 for d in rest):
+            raise NanocapError("input %s has a dynamic non-batch axis %s"
+                               % (tensor.name, tuple(tensor.shape)))
+        if fixed:
+            shapes = [(fixed,) + rest] * 3
+        else:
+            shapes = [(1,) + rest, (min(opt_batch, max_batch),) + rest, (max_batch,) + rest]
+        profile.set_shape(tensor.name, *shapes)
+    return profile
+
+
+def _timing_cache(config, path):
+    data = b""
+    if path and os.path.isfile(path):
+        with open(path, "rb") as handle:
+            data = handle.read()
+    cache = config.create_timing_cache(data)
+    config.set_timing_cache(cache, False)
+
+
+def _save_timing_cache(config, path):
+    if not path:
+        return
+    cache = config.get_timing_cache()
+    if cache is not None:
+        _write_bytes(path, cache.serialize())
+
+
+def _write_bytes(path, data):
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as handle:
+        handle.write(bytes(memoryview(data)))
+    os.replace(tmp, path)
+
+
+def build_engine(onnx_path, engine_path, precision="fp16", workspace_mb=DEFAULT_WORKSPACE_MB,
+                 max_batch=DEFAULT_MAX_BATCH, calibration=None, timing_cache=None,
+                 log=None, cuda=None, builder=None):
+    """Build one engine from ``onnx_path`` and write it to ``engine_path``.
+
+    ``precision``: fp32/fp16/int8 as built (see ``choose_precision`` first).
+    ``calibration``: for int8, ``(feeds list or None, cache path)``; a cache that
+    exists is used without feeds. ``cuda``: device-memory helper for the
+    calibrator (``edge.trt_runner.cuda_device()`` by default).
+    Returns the input dtypes of the built network ``{name: numpy dtype}``."""
+    trt = import_tensorrt()
+    log = log or _stderr
+    builder = builder or new_builder(trt)
+    with open(onnx_path, "rb") as handle:
+        data, _ = float_image_inputs(handle.read())
+    network, parser = _parse(trt, builder, data, onnx_path)
+    config = builder.create_builder_config()
+    _set_workspace(trt, config, workspace_mb)
+    config.add_optimization_profile(_profile(builder, network, max_batch))
+    if precision in ("fp16", "int8"):
+        config.set_flag(trt.BuilderFlag.FP16)
+    input_dtypes = dict((network.get_input(i).name, np.dtype(trt.nptype(network.get_input(i).dtype)))
+                        for i in range(network.num_inputs))
+    calibrator = None
+    if precision == "int8":
+        feeds, cache_path = calibration or (None, None)
+        config.set_flag(trt.BuilderFlag.INT8)
+        calibrator = make_calibrator(trt, feeds, cache_path, input_dtypes, cuda)
+        config.int8_calibrator = calibrator
+        config.set_calibration_profile(_profile(builder, network, CALIB_BATCH, fixed=CALIB_BATCH))
+    _timing_cache(config, timing_cache)
+    log("TensorRT %s: building %s (%s, batch 1..%d, workspace %d MiB); this takes a while"
+        % (trt.__version__, os.path.basename(engine_path), precision, max_batch, workspace_mb))
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise NanocapError("TensorRT could not build an engine from %s (see the TensorRT "
+                           "messages above; try a larger --workspace-mb)" % onnx_path)
+    _write_bytes(engine_path, serialized)
+    _save_timing_cache(config, timing_cache)
+    return input_dtypes
+
+
+def new_builder(trt):
+    """A ``trt.Builder``; no GPU or driver is one clear line."""
+    try:
+        builder = trt.Builder(trt_logger(trt))
+    except Exception as exc:  # TensorRT raises its own error types
+        builder, reason = None, (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    else:
+        reason = "no builder returned"
+    if builder is None:
+        raise NanocapError("TensorRT cannot start (no usable NVIDIA GPU or driver?): %s" % reason)
+    return builder
+
+
+def _stderr(message):
+    sys.stderr.write(message + "\n")
+
+
+def make_calibrator(trt, feeds, cache_path, input_dtypes, cuda=None):
+    """An ``IInt8EntropyCalibrator2`` over ``feeds`` (dicts of equal-batch arrays)
+    that reads ``cache_path`` when it exists and writes it after calibrating."""
+    if not feeds and not (cache_path and os.path.isfile(cache_path)):
+        raise NanocapError("INT8 needs calibration images (--calib-images DIR) or an "
+                           "existing calibration cache %s" % cache_path)
+    if cuda is None and feeds:
+        from edge.trt_runner import cuda_device
+        cuda = cuda_device()
+
+    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self):
+            trt.IInt8EntropyCalibrator2.__init__(self)
+            self.items = iter(feeds or [])
+            self.memory = {}
+
+        def get_batch_size(self):
+            return CALIB_BATCH
+
+        def get_batch(self, names, *unused):
+            feed = next(self.items, None)
+            if feed is None:
+                return None
+            pointers = []
+            for name in names:
+                array = np.ascontiguousarray(feed[name], dtype=input_dtypes.get(name))
+                if name not in self.memory:
+                    self.memory[name] = cuda.alloc(array.nbytes)
+                cuda.to_device(self.memory[name], array)
+                pointers.append(int(self.memory[name]))
+            cuda.synchronize()
+            return pointers
+
+        def read_calibration_cache(self, *unused):
+            if cache_path and os.path.isfile(cache_path):
+                with open(cache_path, "rb") as handle:
+                    return handle.read()
+            return None
+
+        def write_calibration_cache(self, cache):
+            if cache_path:
+                _write_bytes(cache_path, cache)
+
+    return EntropyCalibrator()
+
+
+# -- the bundle's engines ---------------------------------------------------------
+def read_sidecar(engine_path):
+    """The sidecar dict of an engine, or None when missing or unreadable."""
+    try:
+        with open(engine_path + ".json") as handle:
+            return json.load(handle)
+    except (IOError, OSError, ValueError):
+        return None
+
+
+FALLBACKS = {"int8": ("int8", "fp16", "fp32"), "fp16": ("fp16", "fp32"), "fp32": ("fp32",)}
+
+
+def _current(path, digest, precision, max_batch):
+    """True when ``path`` is an engine built from ONNX ``digest`` for ``precision``."""
+    side = read_sidecar(path)
+    return bool(os.path.isfile(path) and side and side.get("onnx_sha256") == digest
+                and side.get("requested_precision") == precision
+                and int(side.get("max_batch", 0)) >= max_batch)
+
+
+def ensure_engine(bundle, graph, precision="fp16", workspace_mb=DEFAULT_WORKSPACE_MB,
+                  max_batch=DEFAULT_MAX_BATCH, calib_images=None, force=False, log=None,
+                  cuda=None):
+    """Path of a current engine for ``graph`` of ``bundle`` (a loaded ``Bundle``),
+    building it when missing, stale (ONNX sha256 changed) or ``force``d."""
+    if precision not in FALLBACKS:
+        raise NanocapError("TensorRT precision must be fp32, fp16 or int8, not %r" % precision)
+    trt = import_tensorrt()
+    log = log or _stderr
+    if cuda is None:
+        from edge.trt_runner import cuda_device
+        cuda = cuda_device()
+    onnx_path = bundle.graph_path(graph, "fp32")  # TensorRT picks fp16/int8 kernels itself
+    version, gpu = trt_version(trt), cuda.name()
+    digest = sha256_file(onnx_path)
+    for candidate in FALLBACKS[precision]:
+        path = os.path.join(bundle.directory, engine_file(graph, candidate, version, gpu))
+        if not force and _current(path, digest, precision, max_batch):
+            return path
+    builder = new_builder(trt)
+    built_as = choose_precision(builder, precision, log)
+    path = os.path.join(bundle.directory, engine_file(graph, built_as, version, gpu))
+    calibration = None
+    if built_as == "int8":
+        calibration = _calibration(bundle, graph, version, calib_images)
+    timing = os.path.join(bundle.directory, "timing.trt%s.%s.cache" % (version, safe_name(gpu)))
+    build_engine(onnx_path, path, built_as, workspace_mb, max_batch, calibration, timing,
+                 log, cuda, builder)
+    entry = bundle.graph_entry(graph, "fp32")
+    side = {"graph": graph, "onnx": os.path.basename(onnx_path), "onnx_sha256": digest,
+            "precision": built_as, "requested_precision": precision, "tensorrt": trt.__version__,
+            "gpu": gpu, "max_batch": max_batch, "workspace_mb": workspace_mb,
+            "inputs": [i["name"] for i in entry["inputs"]],
+            "outputs": [o["name"] for o in entry["outputs"]],
+            "built": datetime.datetime.utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")}
+    tmp = path + ".json.tmp"
+    with open(tmp, "w") as handle:
+        json.dump(side, handle, indent=1, sort_keys=True)
+    os.replace(tmp, path + ".json")
+    return path
+
+
+def _calibration(bundle, graph, version, calib_images):
+    """``(feeds or None, cache path)`` for an INT8 build of ``graph``."""
+    cache = os.path.join(bundle.directory, "%s.trt%s.calib" % (graph, version))
+    feeds = None
+    if calib_images and not os.path.isfile(cache):
+        from edge.calibration import calibration_feeds, calibration_images
+        images = calibration_images(calib_images, bundle.input_size, log=sys.stderr)
+        feeds = calibration_feeds(graph, bundle.directory, images, bundle.max_len,
+                                  bundle.vocab.start_id, batch=CALIB_BATCH, drop_last=True)
+        if not feeds:
+            raise NanocapError("INT8 calibration needs at least %d readable images in %s"
+                               % (CALIB_BATCH, calib_images))
+    return feeds, cache

@@ -1,0 +1,52 @@
+"""``python -m export trt``: build (or refresh) a bundle's TensorRT engines on the target.
+
+Thin wrapper over ``edge.trt_build.ensure_engine``, the builder the device runtime
+also calls on first run. Prints one line per engine and, last, one JSON object
+``{graph: engine file}``. Without TensorRT or a GPU: one line, non-zero exit.
+"""
+import json
+import os
+
+from edge.bundle import load_bundle
+from edge.errors import NanocapError
+from edge.trt_build import DEFAULT_MAX_BATCH, DEFAULT_WORKSPACE_MB, ensure_engine, read_sidecar
+
+GRAPHS = ("caption", "encoder", "decoder_step")
+
+
+def add_arguments(parser):
+    parser.add_argument("--bundle", required=True, help="bundle directory")
+    parser.add_argument("--precision", default="fp16", choices=("fp16", "int8", "fp32"),
+                        help="engine precision (default fp16; int8 falls back where the GPU "
+                             "has no fast INT8, e.g. the Nano)")
+    parser.add_argument("--workspace-mb", type=int, default=DEFAULT_WORKSPACE_MB,
+                        help="builder workspace in MiB (default %d)" % DEFAULT_WORKSPACE_MB)
+    parser.add_argument("--graphs", default=",".join(GRAPHS),
+                        help="comma-separated graphs (default: all three)")
+    parser.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
+                        help="largest batch the engines accept (default %d)" % DEFAULT_MAX_BATCH)
+    parser.add_argument("--calib-images", help="images for INT8 calibration (else the "
+                                               "calibration cache in the bundle is used)")
+    parser.add_argument("--force", action="store_true", help="rebuild even if current")
+
+
+def run(args):
+    graphs = [g.strip() for g in args.graphs.split(",") if g.strip()]
+    unknown = [g for g in graphs if g not in GRAPHS]
+    if unknown or not graphs:
+        raise NanocapError("--graphs takes %s, not %r" % (",".join(GRAPHS), args.graphs))
+    if args.workspace_mb < 1 or args.max_batch < 1:
+        raise NanocapError("--workspace-mb and --max-batch must be positive")
+    bundle = load_bundle(args.bundle)
+    built = {}
+    for graph in graphs:
+        path = ensure_engine(bundle, graph, args.precision, workspace_mb=args.workspace_mb,
+                             max_batch=args.max_batch, calib_images=args.calib_images,
+                             force=args.force)
+        side = read_sidecar(path) or {}
+        print("%-13s %s  (%s, %.1f MiB)" % (graph, os.path.basename(path),
+                                            side.get("precision", "?"),
+                                            os.path.getsize(path) / 1048576.0))
+        built[graph] = os.path.basename(path)
+    print(json.dumps(built, sort_keys=True))
+    return 0

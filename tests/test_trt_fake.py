@@ -1,0 +1,187 @@
+"""The TensorRT builder and runner against the FAKE tensorrt module
+(tests/fake_tensorrt.py), for the 8.x (Nano) and 10.x API generations."""
+import json
+import os
+import shutil
+import sys
+
+import numpy as np
+import pytest
+
+ort = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+from edge import trt_build, trt_runner  # noqa: E402
+from edge.bundle import load_bundle  # noqa: E402
+from edge.errors import NanocapError  # noqa: E402
+from export.__main__ import main as export_main  # noqa: E402
+from tests.fake_tensorrt import FakeCuda, make_fake_tensorrt  # noqa: E402
+
+GPU = "Fake_GPU_9000"
+
+
+@pytest.fixture
+def bundle_copy(tiny_bundle, tmp_path):
+    path = str(tmp_path / "bundle")
+    shutil.copytree(tiny_bundle, path)
+    return path
+
+
+def use_fake(monkeypatch, major, **flags):
+    fake = make_fake_tensorrt(major, **flags)
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    monkeypatch.setattr(trt_build, "_LOGGER", [])
+    cuda = FakeCuda()
+    monkeypatch.setattr(trt_runner, "_CUDA", [cuda])
+    return fake, cuda
+
+
+def _frames(n, seed=0):
+    return np.random.RandomState(seed).randint(0, 256, (n, 64, 64, 3)).astype(np.uint8)
+
+
+def _ort(bundle_dir, graph, feeds):
+    session = ort.InferenceSession(os.path.join(bundle_dir, graph + ".onnx"),
+                                   providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+@pytest.mark.parametrize("major", [8, 10])
+def test_build_run_and_cache(bundle_copy, monkeypatch, major):
+    fake, cuda = use_fake(monkeypatch, major)
+    bundle = load_bundle(bundle_copy)
+    messages = []
+    path = trt_runner.engine_for(bundle, "caption", "fp16", workspace_mb=64, max_batch=4,
+                                 log=messages.append)
+    version = "8.2.1" if major == 8 else "10.3.0"
+    assert os.path.basename(path) == "caption.fp16.trt%s.%s.engine" % (version, GPU)
+    side = json.load(open(path + ".json"))
+    assert side["onnx_sha256"] == bundle.meta["files"]["caption.onnx"]
+    assert side["precision"] == "fp16" and side["outputs"] == ["tokens", "logprobs"]
+    with open(path, "rb") as handle:
+        assert handle.read(8) == b'{"fake":'  # exactly what TensorRT serialized, no header
+    assert os.path.isfile(os.path.join(bundle_copy, "timing.trt%s.%s.cache" % (version, GPU)))
+    assert fake.calls.count("build_serialized_network") == 1
+
+    graph = trt_runner.TrtGraph(path)
+    frames = _frames(10)  # more than max_batch: run in chunks
+    tokens, logprobs = graph({"image": frames})
+    ref_tokens, ref_logprobs = _ort(bundle_copy, "caption", {"image": frames})
+    assert tokens.dtype == np.int32 and tokens.shape == (10, 8)
+    np.testing.assert_array_equal(tokens, ref_tokens)
+    np.testing.assert_allclose(logprobs, ref_logprobs, atol=1e-5)
+    assert fake.calls.count("execute") == 3 and cuda.depth == 0 and cuda.max_depth == 1
+    graph.close()
+
+    # cached: no second build; a changed ONNX (new sha256) is rebuilt
+    assert trt_runner.engine_for(bundle, "caption", "fp16", max_batch=4) == path
+    assert fake.calls.count("build_serialized_network") == 1
+    model = onnx.load(bundle.graph_path("caption"))
+    model.doc_string = "edited"
+    onnx.save(model, bundle.graph_path("caption"))
+    assert trt_runner.engine_for(bundle, "caption", "fp16", max_batch=4) == path
+    assert fake.calls.count("build_serialized_network") == 2
+
+
+@pytest.mark.parametrize("major", [8, 10])
+def test_decoder_step_engine(bundle_copy, monkeypatch, major):
+    use_fake(monkeypatch, major)
+    bundle = load_bundle(bundle_copy)
+    path = trt_runner.engine_for(bundle, "decoder_step", "fp32", max_batch=8)
+    state = _ort(bundle_copy, "encoder", {"image": _frames(3)})[0]
+    token = np.array([1, 5, 7], dtype=np.int32)
+    outputs = trt_runner.TrtGraph(path)({"token": token, "state": state})
+    ref = _ort(bundle_copy, "decoder_step", {"token": token, "state": state})
+    assert [o.shape for o in outputs] == [r.shape for r in ref]
+    for got, want in zip(outputs, ref):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_nano_has_no_int8_and_fp16_fallback(bundle_copy, monkeypatch):
+    use_fake(monkeypatch, 8, fast_int8=False)
+    bundle = load_bundle(bundle_copy)
+    messages = []
+    path = trt_build.ensure_engine(bundle, "encoder", "int8", log=messages.append)
+    assert ".fp16.trt8.2.1." in path and any("no fast INT8" in m for m in messages)
+    assert json.load(open(path + ".json"))["requested_precision"] == "int8"
+    assert trt_build.ensure_engine(bundle, "encoder", "int8", log=messages.append) == path
+    use_fake(monkeypatch, 8, fast_fp16=False, fast_int8=False)
+    path = trt_build.ensure_engine(bundle, "encoder", "fp16", log=messages.append)
+    assert ".fp32." in path and any("no fast FP16" in m for m in messages)
+
+
+@pytest.mark.parametrize("graph", ["caption", "decoder_step"])
+def test_int8_calibration_writes_then_reads_cache(bundle_copy, monkeypatch, shared_data, graph):
+    fake, _ = use_fake(monkeypatch, 10)
+    bundle = load_bundle(bundle_copy)
+    images = os.path.join(shared_data, "flickr8k", "images")
+    path = trt_build.ensure_engine(bundle, graph, "int8", calib_images=images, log=str)
+    assert ".int8.trt10.3.0." in path
+    cache = os.path.join(bundle_copy, "%s.trt10.3.0.calib" % graph)
+    assert open(cache, "rb").read().startswith(b"FAKE-EntropyCalibration2")
+    assert any(c.startswith("calibrated") for c in fake.calls)
+    trt_build.ensure_engine(bundle, graph, "int8", force=True, log=str)  # no images needed
+    assert "calibration cache read" in fake.calls
+
+
+def test_int8_without_images_or_cache_is_clear(bundle_copy, monkeypatch):
+    use_fake(monkeypatch, 10)
+    with pytest.raises(NanocapError, match="calib-images"):
+        trt_build.ensure_engine(load_bundle(bundle_copy), "encoder", "int8", log=str)
+
+
+def test_trt_8_parser_rejects_uint8_without_the_patch(bundle_copy, monkeypatch):
+    fake, _ = use_fake(monkeypatch, 8)
+    builder = fake.Builder(None)
+    network = builder.create_network(1)
+    parser = fake.OnnxParser(network, None)
+    data = open(os.path.join(bundle_copy, "caption.onnx"), "rb").read()
+    assert not parser.parse(data)  # what TensorRT 8.2 does with a uint8 input
+    patched, names = trt_build.float_image_inputs(data)
+    assert names == ["image"] and len(patched) == len(data)
+    assert onnx.load_from_string(patched).graph.input[0].type.tensor_type.elem_type == 1
+
+
+@pytest.mark.parametrize("major", [8, 10])
+def test_trt_backend_through_runner(tiny_bundle, tmp_path, monkeypatch, major):
+    """H4's TensorRT backend on the real runner and builder (fake TensorRT below)."""
+    from edge.backends import open_backend
+    copy = str(tmp_path / "b")
+    shutil.copytree(tiny_bundle, copy)
+    use_fake(monkeypatch, major)
+    frames = list(_frames(3, seed=2))
+    for decode in ("greedy", "beam"):
+        trt = open_backend(copy, backend="trt", decode=decode)
+        ref = open_backend(copy, backend="ort", decode=decode)
+        assert [r.text for r in trt.caption(frames)] == [r.text for r in ref.caption(frames)]
+        trt.close()
+
+
+def test_cli_with_fake(bundle_copy, monkeypatch, capsys):
+    use_fake(monkeypatch, 8)
+    assert export_main(["trt", "--bundle", bundle_copy, "--precision", "fp16",
+                        "--graphs", "caption,encoder", "--workspace-mb", "32"]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert sorted(last) == ["caption", "encoder"]
+    assert last["caption"] == "caption.fp16.trt8.2.1.%s.engine" % GPU
+    assert export_main(["trt", "--bundle", bundle_copy, "--graphs", "nope"]) == 2
+
+
+def test_no_tensorrt_is_one_clear_line(bundle_copy, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    assert export_main(["trt", "--bundle", bundle_copy]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "TensorRT" in err[0] and "pip install tensorrt" in err[0]
+    with pytest.raises(NanocapError, match="TensorRT"):
+        trt_runner.TrtGraph(os.path.join(bundle_copy, "x.engine"))
+
+
+def test_no_gpu_is_one_clear_line(bundle_copy, monkeypatch, capsys):
+    fake, _ = use_fake(monkeypatch, 10)
+
+    def no_gpu(logger):
+        raise RuntimeError("CUDA initialization failure with error: 100")
+    fake.Builder = no_gpu
+    assert export_main(["trt", "--bundle", bundle_copy, "--force"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no usable NVIDIA GPU" in err[0]
