@@ -79,6 +79,8 @@ def summary_lines(report):
         lines.append("model: %s, %.2f M parameters, %s GFLOP per greedy caption (T=%s)"
                      % (model.get("name", "?"), model["params"] / 1e6,
                         _fmt(flops / 1e9 if flops else None, 3), model.get("max_len")))
+    elif model.get("note"):
+        lines.append("model: %s" % model["note"])
     peak = report.get("matmul_peak_gflops")
     if peak:
         lines.append("CPU fp32 matmul peak (numpy, %dx%d): %.1f GFLOP/s" % (

@@ -177,6 +177,10 @@ def run_plan(combos, opener, frames, captions=100, warmup=5, batch=1, progress=N
             continue
         try:
             row = time_backend(backend, frames, captions, warmup, batch)
+        except Exception as exc:  # an engine failing mid-run costs its row, not the run
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            skipped.append(dict(key, reason="failed while measuring: %s" % first))
+            continue
         finally:
             providers = list(getattr(backend, "providers", None) or [])
             backend.close()
