@@ -59,6 +59,7 @@ class Backend(object):
     """
 
     name = "base"
+    onnx_precision = None  # which ONNX variant's metadata applies (None: ``precision``)
 
     def __init__(self, bundle, precision="fp32", decode="greedy", beam_size=3):
         if decode not in DECODES:
@@ -70,14 +71,15 @@ class Backend(object):
         self.providers = []
         self.last_stages_ms = {"resize": 0.0, "inference": 0.0, "decode": 0.0}
         self.graphs = ("caption",) if decode == "greedy" else ("encoder", "decoder_step")
-        self.entries = dict((g, bundle.graph_entry(g, precision)) for g in self.graphs)
+        self.variant = self.onnx_precision or precision
+        self.entries = dict((g, bundle.graph_entry(g, self.variant)) for g in self.graphs)
         self.input_names = dict((g, [i["name"] for i in e.get("inputs", [])])
                                 for g, e in self.entries.items())
         self._inference_s = 0.0
 
     def _open_all(self):
         for graph in self.graphs:
-            self.open_graph(graph, self.bundle.graph_path(graph, self.precision))
+            self.open_graph(graph, self.bundle.graph_path(graph, self.variant))
 
     def open_graph(self, name, path):
         raise NotImplementedError
@@ -211,9 +213,12 @@ class OrtBackend(Backend):
 
 
 class TrtBackend(Backend):
-    """Native TensorRT engines through ``edge.trt_runner`` (built on first run, cached)."""
+    """Native TensorRT engines through ``edge.trt_runner`` (built on first run, cached).
+
+    Engines are built from the fp32 ONNX; ``precision`` selects TensorRT's kernels."""
 
     name = "trt"
+    onnx_precision = "fp32"
 
     def __init__(self, bundle, precision="fp32", decode="greedy", beam_size=3,
                  workspace_mb=None):

@@ -110,7 +110,7 @@ def test_trt_backend_dispatches_to_runner(tiny_bundle, monkeypatch):
 
     def engine_for(bundle, graph, precision, workspace_mb=1024):
         asked.append((graph, precision))
-        return bundle.graph_path(graph, precision)
+        return bundle.graph_path(graph, "fp32")     # the fp32 bundle has no fp16 ONNX
 
     fake.engine_for = engine_for
     monkeypatch.setitem(sys.modules, "edge.trt_runner", fake)
@@ -118,8 +118,8 @@ def test_trt_backend_dispatches_to_runner(tiny_bundle, monkeypatch):
     ort = open_backend(tiny_bundle, backend="ort", decode="beam")
     for decode, graphs in (("greedy", ["caption"]), ("beam", ["encoder", "decoder_step"])):
         del asked[:]
-        trt = open_backend(tiny_bundle, backend="trt", decode=decode)
-        assert trt.name == "trt" and asked == [(g, "fp32") for g in graphs]
+        trt = open_backend(tiny_bundle, backend="trt", decode=decode, precision="fp16")
+        assert trt.name == "trt" and asked == [(g, "fp16") for g in graphs]
         if decode == "beam":
             assert [r.text for r in trt.caption(frames)] == [r.text for r in ort.caption(frames)]
         else:
