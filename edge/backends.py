@@ -224,6 +224,9 @@ class TrtBackend(Backend):
                  workspace_mb=None):
         Backend.__init__(self, bundle, precision, decode, beam_size)
         self.runner = import_trt_runner()
+        check = getattr(self.runner, "import_tensorrt", None)
+        if check:
+            check()  # names TensorRT first where both it and pycuda are missing
         self.workspace_mb = workspace_mb
         self.engines = {}
         self._open_all()
