@@ -10,9 +10,11 @@ Shapes (N dynamic batch, H/W input size, T steps, S state, V vocabulary):
 - ``DecoderStepGraph``: token int32 [N], state float32 [N,S]
                         -> logprobs float32 [N,V], state_out float32 [N,S]
 
-Greedy decoding rule (shared with PyTorch parity checks): at each step the
-token is ``argmax`` of the float log-probabilities; once ``<end>`` has been
-emitted every later token is 0 (``<pad>``) and its log-probability 0.
+Greedy decoding rule, as ``train.decoding.greedy_search`` (the PyTorch reference
+that ``export verify`` compares against): at each step the token is ``argmax``
+of the float log-probabilities (first index on ties); once ``<end>`` has been
+emitted every later token is 0 (``<pad>``) and its log-probability 0. The graph
+form differs only in being traceable: no early exit, masking with ``where``.
 """
 import torch
 import torch.nn as nn
@@ -101,12 +103,3 @@ def example_inputs(name, model, batch=1):
     token = torch.ones(batch, dtype=torch.int32)
     state = torch.zeros(batch, model.state_dim)
     return (token, state)
-
-
-@torch.no_grad()
-def torch_greedy(model, images, start_id, end_id, max_len):
-    """Reference greedy decode in PyTorch, the same rule as ``caption.onnx``.
-
-    ``images`` uint8 [N,H,W,3] -> (tokens int32 [N,T], logprobs float32 [N,T]).
-    """
-    return CaptionGraph(model, start_id, end_id, max_len).eval()(images)

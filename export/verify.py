@@ -2,7 +2,7 @@
 
 For every precision in the bundle, ``caption.onnx`` (or its variant) runs in
 ONNX Runtime (CPU) and the checkpoint runs in PyTorch with the same greedy rule
-(``export.graphs.torch_greedy``). Per precision:
+(``train.decoding.greedy_search``). Per precision:
 
 - ``caption_match``: fraction of images whose whole caption is identical;
 - ``token_match``: fraction of the [N, T] token positions that are equal;
@@ -24,8 +24,8 @@ import torch
 from edge.bundle import load_bundle
 from edge.errors import NanocapError
 from edge.image import list_images, read_image, resize
-from export.graphs import torch_greedy
 from train.checkpoint import load_checkpoint
+from train.decoding import greedy_search
 
 FP32_MIN_MATCH = 0.99
 
@@ -104,8 +104,8 @@ def verify(checkpoint, bundle_dir, frames, precisions=None, batch=16):
                            % (bundle_dir, checkpoint))
 
     def torch_caption(x):
-        t, s = torch_greedy(model, torch.from_numpy(x), vocab.start_id, vocab.end_id,
-                            bundle.max_len)
+        state = model.init_state(model.encode(torch.from_numpy(x)))
+        t, s = greedy_search(model.step, state, vocab.start_id, vocab.end_id, bundle.max_len)
         return t.numpy(), s.numpy()
 
     def torch_state(x):

@@ -15,9 +15,9 @@ pytest.importorskip("onnx")
 from edge.bundle import load_bundle  # noqa: E402
 from edge.errors import NanocapError  # noqa: E402
 from export.__main__ import main as export_main  # noqa: E402
-from export.graphs import torch_greedy  # noqa: E402
 from export.onnx_export import export_bundle  # noqa: E402
 from train.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from train.decoding import greedy_search  # noqa: E402
 
 VENV36 = os.environ.get("NANOCAP_PY36", "/work/venv36/bin/python")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,6 +25,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _images(n, size=64, seed=0):
     return np.random.RandomState(seed).randint(0, 256, (n, size, size, 3)).astype(np.uint8)
+
+
+def torch_greedy(model, images, vocab, max_len):
+    """PyTorch greedy decoding (train.decoding) of uint8 images -> (tokens, logprobs)."""
+    with torch.no_grad():
+        state = model.init_state(model.encode(images))
+    return greedy_search(model.step, state, vocab.start_id, vocab.end_id, max_len)
 
 
 def _session(path):
@@ -57,8 +64,7 @@ def test_bundle_metadata_round_trip(tiny_bundle, tiny_checkpoint):
 def test_graphs_match_pytorch(tiny_bundle, tiny_checkpoint):
     model, vocab, _ = load_checkpoint(tiny_checkpoint)
     images = _images(3)
-    tokens, scores = torch_greedy(model, torch.from_numpy(images), vocab.start_id,
-                                  vocab.end_id, 8)
+    tokens, scores = torch_greedy(model, torch.from_numpy(images), vocab, 8)
     out_tokens, out_scores = _session(os.path.join(tiny_bundle, "caption.onnx")).run(
         None, {"image": images})
     assert out_tokens.dtype == np.int32 and out_tokens.shape == (3, 8)
@@ -104,8 +110,7 @@ def test_tokens_are_zero_after_end(tiny_checkpoint, tmp_path):
         None, {"image": _images(2)})
     assert tokens.tolist() == [[word, vocab.end_id, 0, 0, 0]] * 2
     assert np.all(scores[:, 2:] == 0) and np.all(scores[:, 0] < 0) and np.all(scores <= 0)
-    ref_tokens, _ = torch_greedy(model, torch.from_numpy(_images(2)), vocab.start_id,
-                                 vocab.end_id, 5)
+    ref_tokens, _ = torch_greedy(model, torch.from_numpy(_images(2)), vocab, 5)
     np.testing.assert_array_equal(tokens, ref_tokens.numpy())
 
 
