@@ -13,6 +13,7 @@
 #   ORT_WHEEL  the onnxruntime-gpu wheel for Python 3.6 from the Jetson Zoo
 #              (https://elinux.org/Jetson_Zoo#ONNX_Runtime); only needed if no
 #              GPU-enabled onnxruntime is installed yet
+#   PYCUDA=0   skip pycuda (only the native TensorRT backend needs it)
 #   FORCE=1    run on a machine that does not look like a Jetson (for testing)
 set -euo pipefail
 
@@ -109,24 +110,38 @@ else
 fi
 
 step "7. pycuda (host/device copies for the native TensorRT backend), built against CUDA"
-if has_module pycuda; then
+if [ "${PYCUDA:-1}" = 0 ]; then
+    say "SKIPPED (PYCUDA=0): --backend trt will not work; ONNX Runtime does"
+elif has_module pycuda; then
     say "pycuda $(vpy -c 'import pycuda; print(pycuda.VERSION_TEXT)') already installed"
 elif [ -x /usr/local/cuda/bin/nvcc ] || [ "$DRY_RUN" = 1 ]; then
-    run env PATH="/usr/local/cuda/bin:$PATH" CPATH="/usr/local/cuda/include" \
-        LIBRARY_PATH="/usr/local/cuda/lib64" "$VENV/bin/pip" install "$PYCUDA_PIN"
+    say "compiling pycuda takes a few minutes on a Nano"
+    if ! run env PATH="/usr/local/cuda/bin:$PATH" CPATH="/usr/local/cuda/include" \
+            LIBRARY_PATH="/usr/local/cuda/lib64" "$VENV/bin/pip" install "$PYCUDA_PIN"; then
+        say "WARNING: pycuda did not build (see above); --backend trt needs it, ONNX Runtime"
+        say "does not. Is /usr/local/cuda JetPack's CUDA 10.2? Continuing."
+    fi
 else
     say "SKIPPED: no /usr/local/cuda/bin/nvcc (install JetPack's CUDA: sudo apt-get install nvidia-jetpack)"
 fi
 
 step "8. nanocap itself, without dependencies (so pip never pulls opencv-python)"
-if has_module edge.live && vpy -c "import edge, os, sys; sys.exit(not os.path.abspath(edge.__file__).startswith('$REPO'))"; then
+installed_at=""
+if [ -x "$VENV/bin/pip" ]; then
+    installed_at="$("$VENV/bin/pip" show nanocap 2>/dev/null | sed -n 's/^Location: //p' || true)"
+fi
+if [ "$installed_at" = "$REPO" ]; then
     say "nanocap from $REPO already installed"
 else
     run "$VENV/bin/pip" install --no-deps -e "$REPO"
 fi
 
 step "9. Guard: no pip OpenCV in the venv"
-if [ -x "$VENV/bin/pip" ] && "$VENV/bin/pip" list 2>/dev/null | grep -qiE '^opencv-(contrib-)?python'; then
+pip_cv=""
+if [ -x "$VENV/bin/pip" ]; then
+    pip_cv="$("$VENV/bin/pip" list 2>/dev/null | grep -iE '^opencv-(contrib-)?python' || true)"
+fi
+if [ -n "$pip_cv" ]; then
     say "pip's OpenCV found in the venv: it hides JetPack's (no GStreamer). Removing it."
     run "$VENV/bin/pip" uninstall -y opencv-python opencv-python-headless opencv-contrib-python
 else
