@@ -16,6 +16,7 @@ from export.floor import floor_problems  # noqa: E402
 from export.onnx_export import export_bundle  # noqa: E402
 from export.verify import compare  # noqa: E402
 from tests.conftest import TINY_WORDS  # noqa: E402
+from tests.test_export import needs_py36, run_on_py36  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +102,15 @@ def test_compare_figures():
     assert figures["token_match"] == 7 / 8.0
     # the diverged prefix (steps 2, 3 of image 1) is not compared
     assert figures["max_abs_logit_diff"] == pytest.approx(0.02, abs=1e-6)
+
+
+@needs_py36
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_variants_run_on_onnxruntime_1_10(full_bundle, tmp_path, precision):
+    images = np.random.RandomState(5).randint(0, 256, (3, 64, 64, 3)).astype(np.uint8)
+    path = load_bundle(full_bundle).graph_path("caption", precision)
+    old = run_on_py36(path, images, tmp_path)
+    now = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(
+        None, {"image": images})[0]
+    assert old.shape == now.shape == (3, 8) and old.dtype == np.int32
+    np.testing.assert_array_equal(old, now)
