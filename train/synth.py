@@ -23,8 +23,8 @@ from edge.vocab import clean_caption
 SHAPES = ("circle", "square", "triangle")
 COLOURS_BGR = {"red": (30, 30, 220), "green": (40, 190, 40),
                "blue": (220, 90, 20), "yellow": (30, 220, 235)}
-SIZES = {"small": (0.09, 0.11), "large": (0.17, 0.20)}  # radius / image side
-TWO_OBJECT_FRACTION = 0.6
+SIZES = {"small": (0.08, 0.10), "large": (0.18, 0.21)}  # radius / image side
+TWO_OBJECT_FRACTION = 0.5
 SINGLE_TEMPLATES = ("a {a}", "there is a {a}", "an image of a {a}",
                     "a picture showing a {a}", "a {a} in the picture")
 PAIR_TEMPLATES = ("a {a} {rel} a {b}", "there is a {a} {rel} a {b}",
@@ -123,13 +123,17 @@ def random_object(rng, size):
 
 def place_pair(rng, size, r1, r2, relation):
     """Centres (x, y) of the first (left or upper) and second object: each in its
-    half along the relation axis, offset across it by less than half the gap."""
-    half = size / 2.0
-    a = rng.uniform(r1 * 1.1, half - r1 * 0.6)
-    b = rng.uniform(half + r2 * 0.6, size - r2 * 1.1)
-    gap = b - a
-    mid = rng.uniform(max(r1, r2) * 1.1, size - max(r1, r2) * 1.1)
-    offset = rng.uniform(-0.25, 0.25) * gap
+    half along the relation axis, apart (no overlap), near the middle across it."""
+    half, low, high = size / 2.0, r1 * 1.1, size - r2 * 1.1
+    a, b = low, high  # the fallback: as far apart as the borders allow
+    for _ in range(100):
+        a_try = rng.uniform(low, half - r1 * 0.3)
+        b_try = rng.uniform(half + r2 * 0.3, high)
+        if b_try - a_try >= r1 + r2 + 0.05 * size:
+            a, b = a_try, b_try
+            break
+    mid = rng.uniform(0.3, 0.7) * size
+    offset = rng.uniform(-0.2, 0.2) * (b - a)
     cross = np.clip([mid - offset / 2, mid + offset / 2], max(r1, r2), size - max(r1, r2))
     if relation == "horizontal":
         return (a, cross[0]), (b, cross[1])
@@ -150,7 +154,7 @@ def background(rng, size):
             image = image.transpose(1, 0, 2)
         image = image * np.ones((size, size, 1))
     else:
-        image = base + rng.normal(0, 12, (size, size, 1))
+        image = base + rng.normal(0, 6, (size, size, 1))
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
