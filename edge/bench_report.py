@@ -90,6 +90,13 @@ def summary_lines(report):
                 lines.append("  %s fp32 greedy (one graph, T steps) achieves %.1f GFLOP/s = %.0f%%"
                              " of that peak" % (row["backend"], row["gflops_per_s"],
                                                 100.0 * row["gflops_per_s"] / peak))
+    settings = report.get("settings") or {}
+    if settings:
+        lines.append("%s captions per combination after %s warm-up calls, batch %s, %s distinct "
+                     "frames from %s, threads %s" % (
+                         settings.get("frames"), settings.get("warmup"), settings.get("batch"),
+                         settings.get("distinct_frames"), report.get("source"),
+                         settings.get("threads") or "default"))
     machine = report.get("machine") or {}
     if machine.get("loadavg"):
         lines.append("load average at start %s, at end %s (on %s usable CPUs)" % (

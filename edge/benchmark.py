@@ -223,13 +223,14 @@ def add_gflops(rows, flops_per_caption):
 
 # -- opening the backends to compare ------------------------------------------
 
-def open_edge_backend(bundle, name, precision, decode, beam_size=3):
+def open_edge_backend(bundle, name, precision, decode, beam_size=3, threads=None):
     """Open ``name`` (ort-cpu, ort-cuda, ort-trt or trt) on a loaded bundle.
 
-    ONNX Runtime rows get their providers explicitly; a provider that this
-    ONNX Runtime lacks, or that the session silently replaced, is a ``Skip``.
+    ONNX Runtime rows get their providers explicitly (and ``threads`` intra-op
+    threads if given); a provider that this ONNX Runtime lacks, or that the
+    session silently replaced, is a ``Skip``.
     """
-    from edge.backends import import_onnxruntime, open_backend
+    from edge.backends import OrtBackend, import_onnxruntime, open_backend
     if precision not in bundle.precisions("caption" if decode == "greedy" else "decoder_step"):
         raise Skip("the bundle has no %s graphs for %s decoding" % (precision, decode))
     if name == "trt":
@@ -238,7 +239,7 @@ def open_edge_backend(bundle, name, precision, decode, beam_size=3):
     available = import_onnxruntime().get_available_providers()
     if wanted[0] not in available:
         raise Skip("this ONNX Runtime has no %s (has: %s)" % (wanted[0], ", ".join(available)))
-    backend = open_backend(bundle, "ort", precision, decode, beam_size, providers=wanted)
+    backend = OrtBackend(bundle, precision, decode, beam_size, providers=wanted, threads=threads)
     try:
         check_providers(name, wanted, backend.providers)
     except Skip:

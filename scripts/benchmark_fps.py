@@ -44,6 +44,9 @@ def get_parser():
     p.add_argument("--source", default="synthetic://",
                    help="where frames come from: synthetic://, an image folder or a video file")
     p.add_argument("--batch", type=int, default=1, help="frames per call (default 1)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for ONNX Runtime and PyTorch alike (default: each "
+                   "engine's own default, all cores)")
     p.add_argument("--live-frames", type=int, default=None,
                    help="frames for the end-to-end live-loop row (default --frames; 0: skip it)")
     p.add_argument("--json", help="write the whole report as JSON here")
@@ -75,18 +78,18 @@ def load_frames(source, count):
     return frames
 
 
-def make_opener(bundle, checkpoint, beam_size):
+def make_opener(bundle, checkpoint, beam_size, threads=None):
     """``opener(name, precision, decode) -> backend`` for ``edge.benchmark.run_plan``."""
     def opener(name, precision, decode):
         if name != "torch":
-            return bench.open_edge_backend(bundle, name, precision, decode, beam_size)
+            return bench.open_edge_backend(bundle, name, precision, decode, beam_size, threads)
         if not checkpoint:
             raise bench.Skip("the PyTorch reference needs --checkpoint")
         try:
             from train.torch_backend import TorchBackend
         except ImportError as exc:
             raise bench.Skip("PyTorch is not installed here (%s)" % exc)
-        return TorchBackend(checkpoint, decode=decode, beam_size=beam_size)
+        return TorchBackend(checkpoint, decode=decode, beam_size=beam_size, threads=threads)
     return opener
 
 
@@ -130,8 +133,11 @@ def headline(report):
     best = [r.get("gflops_per_s") for r in rows
             if (r["backend"], r["precision"], r["decode"]) == ("ort-cpu", "fp32", "greedy")]
     best = best[0] if best else None
+    p50 = dict(((r["backend"], r["precision"], r["decode"]), r["latency_ms"]["p50"]) for r in rows)
+    torch_p50, ort_p50 = p50.get(("torch", "fp32", "greedy")), p50.get(("ort-cpu", "fp32", "greedy"))
     return {"rows": len(rows), "skipped": len(report["skipped"]),
             "ort_fp32_vs_torch": ort_g / torch_g if ort_g and torch_g else None,
+            "ort_fp32_vs_torch_p50_latency": torch_p50 / ort_p50 if torch_p50 and ort_p50 else None,
             "int8_vs_fp32": int8_g / ort_g if int8_g and ort_g else None,
             "int8_vs_torch": int8_g / torch_g if int8_g and torch_g else None,
             "ort_fp32_gflops_per_s": best, "matmul_peak_gflops": peak,
@@ -157,8 +163,8 @@ def main(argv):
                                             args.batch), flush=True)
     peak = bench_system.matmul_peak_gflops(n=MATMUL_N)
     rows, skipped = bench.run_plan(
-        combos, make_opener(bundle, args.checkpoint, args.beam_size), frames, args.frames,
-        args.warmup, args.batch, progress=lambda s: print("  measuring %s" % s, flush=True))
+        combos, make_opener(bundle, args.checkpoint, args.beam_size, args.threads), frames,
+        args.frames, args.warmup, args.batch, progress=lambda s: print("  measuring %s" % s, flush=True))
     live_frames = args.frames if args.live_frames is None else args.live_frames
     live = live_row(bundle, args.source, live_frames) if live_frames > 0 else None
     cost = model_cost(bundle, args.beam_size)
@@ -168,7 +174,8 @@ def main(argv):
     report = {"machine": machine, "versions": bench_system.versions(), "model": cost,
               "bundle": os.path.abspath(args.bundle), "source": args.source,
               "settings": {"frames": args.frames, "warmup": args.warmup, "batch": args.batch,
-                           "distinct_frames": len(frames), "beam_size": args.beam_size},
+                           "distinct_frames": len(frames), "beam_size": args.beam_size,
+                           "threads": args.threads},
               "matmul_peak_gflops": max(peak, bench_system.matmul_peak_gflops(n=MATMUL_N)),
               "matmul_n": MATMUL_N,
               "results": rows, "skipped": skipped, "live": live}

@@ -1,6 +1,6 @@
 """PyTorch eager reference backend, with the same interface as the edge backends.
 
-``TorchBackend(checkpoint, decode="greedy"|"beam", beam_size=3)``:
+``TorchBackend(checkpoint, decode="greedy"|"beam", beam_size=3, threads=None)``:
 ``caption(frames) -> [CaptionResult(text, tokens, latency_ms)]`` for a list of
 ``uint8 [H, W, 3]`` BGR frames of any size; ``last_stages_ms`` holds the
 ``resize``, ``inference`` (encoder + search in torch) and ``decode``
@@ -26,9 +26,11 @@ class TorchBackend(object):
 
     name = "torch"
 
-    def __init__(self, checkpoint, decode="greedy", beam_size=3, device="cpu"):
+    def __init__(self, checkpoint, decode="greedy", beam_size=3, device="cpu", threads=None):
         if decode not in ("greedy", "beam"):
             raise NanocapError("decode must be greedy or beam, not %r" % decode)
+        if threads:
+            torch.set_num_threads(int(threads))  # process-wide: torch has no per-model setting
         self.model, self.vocab, _ = load_checkpoint(checkpoint, device=device)
         self.device = torch.device(device)
         self.beam_size = 1 if decode == "greedy" else int(beam_size)
