@@ -123,25 +123,25 @@ def live_row(bundle, source, frames):
             "providers": summary.get("providers")}
 
 
+def _ratio(top, bottom):
+    return top / bottom if top and bottom else None
+
+
 def headline(report):
     """Key ratios for the last stdout line (and the demo's report)."""
-    rows = report["results"]
-    speed = dict(((r["backend"], r["precision"], r["decode"]), r["captions_per_s"]) for r in rows)
-    torch_g, ort_g = speed.get(("torch", "fp32", "greedy")), speed.get(("ort-cpu", "fp32", "greedy"))
-    int8_g = speed.get(("ort-cpu", "int8", "greedy"))
+    rows = dict(((r["backend"], r["precision"], r["decode"]), r) for r in report["results"])
+    torch, ort, int8 = (rows.get((name, precision, "greedy"), {}) for name, precision in
+                        (("torch", "fp32"), ("ort-cpu", "fp32"), ("ort-cpu", "int8")))
+    rate = lambda row: row.get("captions_per_s")          # noqa: E731
+    p50 = lambda row: (row.get("latency_ms") or {}).get("p50")  # noqa: E731
     peak = report.get("matmul_peak_gflops")
-    best = [r.get("gflops_per_s") for r in rows
-            if (r["backend"], r["precision"], r["decode"]) == ("ort-cpu", "fp32", "greedy")]
-    best = best[0] if best else None
-    p50 = dict(((r["backend"], r["precision"], r["decode"]), r["latency_ms"]["p50"]) for r in rows)
-    torch_p50, ort_p50 = p50.get(("torch", "fp32", "greedy")), p50.get(("ort-cpu", "fp32", "greedy"))
     return {"rows": len(rows), "skipped": len(report["skipped"]),
-            "ort_fp32_vs_torch": ort_g / torch_g if ort_g and torch_g else None,
-            "ort_fp32_vs_torch_p50_latency": torch_p50 / ort_p50 if torch_p50 and ort_p50 else None,
-            "int8_vs_fp32": int8_g / ort_g if int8_g and ort_g else None,
-            "int8_vs_torch": int8_g / torch_g if int8_g and torch_g else None,
-            "ort_fp32_gflops_per_s": best, "matmul_peak_gflops": peak,
-            "fraction_of_peak": best / peak if best and peak else None,
+            "ort_fp32_vs_torch": _ratio(rate(ort), rate(torch)),
+            "ort_fp32_vs_torch_p50_latency": _ratio(p50(torch), p50(ort)),
+            "int8_vs_fp32": _ratio(rate(int8), rate(ort)),
+            "int8_vs_torch": _ratio(rate(int8), rate(torch)),
+            "ort_fp32_gflops_per_s": ort.get("gflops_per_s"), "matmul_peak_gflops": peak,
+            "fraction_of_peak": _ratio(ort.get("gflops_per_s"), peak),
             "live_display_fps": (report.get("live") or {}).get("display_fps")}
 
 
@@ -164,7 +164,8 @@ def main(argv):
     peak = bench_system.matmul_peak_gflops(n=MATMUL_N)
     rows, skipped = bench.run_plan(
         combos, make_opener(bundle, args.checkpoint, args.beam_size, args.threads), frames,
-        args.frames, args.warmup, args.batch, progress=lambda s: print("  measuring %s" % s, flush=True))
+        args.frames, args.warmup, args.batch,
+        progress=lambda text: print("  measuring %s" % text, flush=True))
     live_frames = args.frames if args.live_frames is None else args.live_frames
     live = live_row(bundle, args.source, live_frames) if live_frames > 0 else None
     cost = model_cost(bundle, args.beam_size)
