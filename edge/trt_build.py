@@ -33,6 +33,7 @@ import numpy as np
 
 from edge.bundle import sha256_file
 from edge.errors import NanocapError
+from edge.onnx_wire import float_image_inputs
 
 DEFAULT_WORKSPACE_MB = 1024
 DEFAULT_MAX_BATCH = 16
@@ -77,65 +78,6 @@ def safe_name(text):
 def engine_file(graph, precision, version, gpu):
     """``caption.fp16.trt8.2.1.NVIDIA_Tegra_X1.engine``."""
     return "%s.%s.trt%s.%s.engine" % (graph, precision, version, safe_name(gpu))
-
-
-# -- uint8 inputs ------------------------------------------------------------
-def _varint(buf, pos):
-    value, shift = 0, 0
-    while True:
-        byte = buf[pos]
-        value |= (byte & 0x7F) << shift
-        pos += 1
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-
-
-def _fields(buf, start, end):
-    """Protobuf wire-format fields of ``buf[start:end]``: (number, wire type,
-    value start, value end); for varints the value start is its first byte."""
-    pos = start
-    while pos < end:
-        key, pos = _varint(buf, pos)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            _, nxt = _varint(buf, pos)
-            yield number, wire, pos, nxt
-            pos = nxt
-        elif wire == 2:
-            length, pos = _varint(buf, pos)
-            yield number, wire, pos, pos + length
-            pos += length
-        elif wire in (1, 5):
-            size = 8 if wire == 1 else 4
-            yield number, wire, pos, pos + size
-            pos += size
-        else:
-            raise NanocapError("not an ONNX model (unexpected protobuf wire type %d)" % wire)
-
-
-def _sub(buf, start, end, number):
-    return [(s, e) for n, w, s, e in _fields(buf, start, end) if n == number and w == 2]
-
-
-def float_image_inputs(data):
-    """ONNX model bytes with every uint8 graph input declared float32 instead.
-
-    ModelProto.graph(7) -> GraphProto.input(11) -> ValueInfoProto.type(2) ->
-    TypeProto.tensor_type(1) -> elem_type(1): UINT8 (2) becomes FLOAT (1), one
-    byte each, so no length prefix changes. Returns ``(bytes, names patched)``."""
-    buf = bytearray(data)
-    patched = []
-    for gs, ge in _sub(buf, 0, len(buf), 7):
-        for vs, ve in _sub(buf, gs, ge, 11):
-            name = b"".join(bytes(buf[s:e]) for n, w, s, e in _fields(buf, vs, ve) if n == 1)
-            for ts, te in _sub(buf, vs, ve, 2):
-                for tts, tte in _sub(buf, ts, te, 1):
-                    for n, w, s, e in _fields(buf, tts, tte):
-                        if n == 1 and w == 0 and buf[s] == 2 and e == s + 1:
-                            buf[s] = 1
-                            patched.append(name.decode("utf-8"))
-    return bytes(buf), patched
 
 
 # -- building ------------------------------------------------------------------

@@ -12,6 +12,7 @@ ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
 from edge import trt_build, trt_runner  # noqa: E402
+from edge.onnx_wire import float_image_inputs  # noqa: E402
 from edge.bundle import load_bundle  # noqa: E402
 from edge.errors import NanocapError  # noqa: E402
 from export.__main__ import main as export_main  # noqa: E402
@@ -137,9 +138,15 @@ def test_trt_8_parser_rejects_uint8_without_the_patch(bundle_copy, monkeypatch):
     parser = fake.OnnxParser(network, None)
     data = open(os.path.join(bundle_copy, "caption.onnx"), "rb").read()
     assert not parser.parse(data)  # what TensorRT 8.2 does with a uint8 input
-    patched, names = trt_build.float_image_inputs(data)
+    patched, names = float_image_inputs(data)
     assert names == ["image"] and len(patched) == len(data)
     assert onnx.load_from_string(patched).graph.input[0].type.tensor_type.elem_type == 1
+    frames = _frames(2)
+    session = ort.InferenceSession(patched, providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(session.run(None, {"image": frames.astype(np.float32)})[0],
+                                  _ort(bundle_copy, "caption", {"image": frames})[0])
+    step = open(os.path.join(bundle_copy, "decoder_step.onnx"), "rb").read()
+    assert float_image_inputs(step) == (step, [])  # no uint8 input: unchanged
 
 
 @pytest.mark.parametrize("major", [8, 10])
