@@ -310,8 +310,9 @@ def ensure_engine(bundle, graph, precision="fp16", workspace_mb=DEFAULT_WORKSPAC
     if built_as == "int8":
         calibration = _calibration(bundle, graph, version, calib_images)
     timing = os.path.join(bundle.directory, "timing.trt%s.%s.cache" % (version, safe_name(gpu)))
-    build_engine(onnx_path, path, built_as, workspace_mb, max_batch, calibration, timing,
-                 log, cuda, builder)
+    with cuda.active():  # the calibrator copies with pycuda on this thread
+        build_engine(onnx_path, path, built_as, workspace_mb, max_batch, calibration, timing,
+                     log, cuda, builder)
     entry = bundle.graph_entry(graph, "fp32")
     side = {"graph": graph, "onnx": os.path.basename(onnx_path), "onnx_sha256": digest,
             "precision": built_as, "requested_precision": precision, "tensorrt": trt.__version__,

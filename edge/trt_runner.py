@@ -55,7 +55,13 @@ class PyCudaDevice(object):
         self.cuda = cuda
         with self.active():
             self.stream = cuda.Stream()
-        atexit.register(self.context.detach)
+        atexit.register(self._release)
+
+    def _release(self):
+        try:
+            self.context.detach()
+        except Exception:  # interpreter shutdown: the driver may already be gone
+            pass
 
     def name(self):
         return self.device.name()
