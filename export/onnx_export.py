@@ -12,6 +12,7 @@ import os
 import onnx
 import torch
 
+from edge.backends import tensorrt_present
 from edge.bundle import PRECISIONS, load_bundle, write_meta
 from edge.errors import NanocapError
 from export.floor import check_floor, force_ir_version
@@ -110,11 +111,29 @@ def export_bundle(checkpoint_path, out_dir, precisions=("fp32",), max_len=None,
         from export.quantize import add_variants
         add_variants(out_dir, meta, precisions[1:], calib_images=calib_images)
     meta = write_meta(out_dir, meta)
+    if "int8" in precisions:
+        tensorrt_calibration(out_dir, calib_images)
     if data:
         for precision in precisions:
             score_bundle(out_dir, precision, data, split, score_limit)
         meta = load_bundle(out_dir).meta
     return meta
+
+
+def tensorrt_calibration(bundle_dir, calib_images, log=print):
+    """Where TensorRT is importable, write its INT8 calibration cache for every graph
+    (``<graph>.trt<version>.calib``, reused by ``export trt --precision int8`` and the
+    device) by building the INT8 engines here. Without TensorRT or a GPU: a note."""
+    if not tensorrt_present():
+        return []
+    from edge.trt_build import ensure_engine
+    bundle = load_bundle(bundle_dir)
+    try:
+        return [ensure_engine(bundle, graph, "int8", calib_images=calib_images, log=log)
+                for graph in GRAPHS]
+    except NanocapError as exc:
+        log("export: no TensorRT INT8 calibration cache written (%s)" % exc)
+        return []
 
 
 def score_bundle(bundle_dir, precision, data, split="test", limit=None):

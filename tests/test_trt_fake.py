@@ -192,3 +192,17 @@ def test_no_gpu_is_one_clear_line(bundle_copy, monkeypatch, capsys):
     assert export_main(["trt", "--bundle", bundle_copy, "--force"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no usable NVIDIA GPU" in err[0]
+
+
+def test_export_writes_tensorrt_calibration_cache(tiny_checkpoint, tmp_path, monkeypatch,
+                                                   shared_data):
+    """``export onnx --precision int8`` also calibrates TensorRT where it is importable."""
+    from export.onnx_export import export_bundle
+    fake, _ = use_fake(monkeypatch, 10)
+    monkeypatch.setattr("export.onnx_export.tensorrt_present", lambda: True)
+    out = str(tmp_path / "b")
+    export_bundle(tiny_checkpoint, out, precisions=("fp32", "int8"),
+                  calib_images=os.path.join(shared_data, "flickr8k", "images"))
+    for graph in ("caption", "encoder", "decoder_step"):
+        assert os.path.isfile(os.path.join(out, "%s.trt10.3.0.calib" % graph))
+    load_bundle(out)  # engines and caches beside the graphs leave the bundle valid
