@@ -174,3 +174,19 @@ def test_same_tokens_under_onnxruntime_1_10_on_python36(tiny_bundle, tmp_path):
     now = _session(path).run(None, {"image": images})[0]
     assert old.dtype == np.int32
     np.testing.assert_array_equal(old, now)
+
+
+def test_export_with_data_stores_scores(tiny_checkpoint, tmp_path, monkeypatch):
+    """``--data``: each precision is scored by ``train eval`` into nanocap.json."""
+    from train import metrics
+    from train.synth import write_dataset
+    monkeypatch.setattr(metrics, "find_java", lambda: None)  # fast: no METEOR process
+    data_dir = str(tmp_path / "synth")
+    write_dataset(data_dir, 20, size=64)
+    out = str(tmp_path / "scored")
+    meta = export_bundle(tiny_checkpoint, out, data=os.path.join(data_dir, "dataset.json"),
+                         split="val", score_limit=3)
+    scores = meta["scores"]["fp32"]
+    assert scores["split"] == "val" and scores["images"] <= 3
+    assert 0.0 <= scores["CIDEr"] and 0.0 <= scores["Bleu_4"] <= 1.0
+    assert load_bundle(out).meta["scores"] == meta["scores"]
