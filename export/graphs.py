@@ -24,7 +24,9 @@ GRAPH_IO = {
     "caption": (["image"], ["tokens", "logprobs"]),
     "encoder": (["image"], ["state"]),
     "decoder_step": (["token", "state"], ["logprobs", "state_out"]),
+    "caption_beam": (["image"], ["tokens", "score"]),
 }
+NEG = -1.0e4  # "impossible" log-probability: finite, so fp16 engines hold it too
 
 
 class CaptionGraph(nn.Module):
@@ -61,6 +63,66 @@ class CaptionGraph(nn.Module):
         return torch.stack(tokens, dim=1), torch.stack(scores, dim=1)
 
 
+class BeamGraph(nn.Module):
+    """Beam search in one graph: K beams, ``max_len`` steps unrolled.
+
+    image uint8 [N,H,W,3] -> tokens int32 [N,T] (best beam, 0 after <end>),
+    score float32 [N] (summed log-probability / length ** length_norm).
+    The rules of ``train.decoding.beam_search`` (the reference it is checked
+    against), in TensorRT 8.2's op set: TopK with a constant K, beams reordered
+    with GatherElements, integer Div instead of Mod, a finite ``NEG`` for -inf.
+    """
+
+    def __init__(self, model, start_id, end_id, max_len, beam_size, length_norm, pad_id=0):
+        super().__init__()
+        self.model, self.max_len, self.k = model, int(max_len), int(beam_size)
+        self.length_norm = float(length_norm)
+        vocab = model.config.vocab_size
+        frozen = torch.full((vocab,), NEG)
+        frozen[pad_id] = 0.0  # a finished beam extends with <pad> at no cost
+        first = torch.full((self.k,), NEG)
+        first[0] = 0.0  # one live beam at first
+        for name, value in (("frozen", frozen), ("first", first),
+                            ("start", torch.tensor([start_id], dtype=torch.int32)),
+                            ("end", torch.tensor([end_id], dtype=torch.int32))):
+            self.register_buffer(name, value, persistent=False)
+
+    def forward(self, image):
+        k, vocab = self.k, self.model.config.vocab_size
+        state = self.model.init_state(self.model.encode(image))           # [N,S]
+        width = state.shape[1]
+        state = state.unsqueeze(1).expand(-1, k, -1)                        # [N,K,S]
+        sums = state[:, :, 0] * 0.0 + self.first                            # [N,K]
+        lengths = sums * 0.0
+        token = torch.zeros_like(sums, dtype=torch.int32) + self.start     # [N,K]
+        done = token == self.end                                            # all false
+        history = None
+        for _ in range(self.max_len):
+            logprobs, flat_state = self.model.step(token.reshape(-1), state.reshape(-1, width))
+            logprobs = torch.where(done.unsqueeze(2), self.frozen,
+                                   logprobs.reshape(-1, k, vocab))
+            candidates = (sums.unsqueeze(2) + logprobs).reshape(-1, k * vocab)
+            sums, flat = torch.topk(candidates, k, dim=1)
+            origin = torch.div(flat, vocab, rounding_mode="trunc")           # [N,K]
+            token = (flat - origin * vocab).to(torch.int32)
+            state = torch.gather(flat_state.reshape(-1, k, width), 1,
+                                 origin.unsqueeze(2).expand(-1, -1, width))
+            was_done = torch.gather(done, 1, origin)
+            lengths = torch.gather(lengths, 1, origin) + (~was_done).float()
+            step_tokens = torch.where(was_done, torch.zeros_like(token), token).unsqueeze(2)
+            if history is None:
+                history = step_tokens
+            else:
+                history = torch.gather(history, 1, origin.unsqueeze(2).expand(
+                    -1, -1, history.shape[2]))
+                history = torch.cat([history, step_tokens], dim=2)
+            done = was_done | (token == self.end)
+        final = sums / lengths.clamp(min=1.0) ** self.length_norm if self.length_norm else sums
+        score, best = torch.max(final, dim=1)
+        tokens = torch.gather(history, 1, best.view(-1, 1, 1).expand(-1, 1, self.max_len))
+        return tokens.reshape(-1, self.max_len), score  # reshape: a static T axis
+
+
 class EncoderGraph(nn.Module):
     """Image frames -> initial decoder state."""
 
@@ -83,8 +145,11 @@ class DecoderStepGraph(nn.Module):
         return self.model.step(token, state)
 
 
-def build_graph(name, model, vocab, max_len):
+def build_graph(name, model, vocab, max_len, beam_size=3, length_norm=0.7):
     """The wrapper module for graph ``name`` (a key of ``GRAPH_IO``)."""
+    if name == "caption_beam":
+        return BeamGraph(model, vocab.start_id, vocab.end_id, max_len, beam_size,
+                         length_norm, vocab.pad_id).eval()
     if name == "caption":
         return CaptionGraph(model, vocab.start_id, vocab.end_id, max_len).eval()
     if name == "encoder":
@@ -98,7 +163,7 @@ def example_inputs(name, model, batch=1):
     """Example tensors used to trace graph ``name`` (shapes as in the contract)."""
     size = model.config.image_size
     image = torch.zeros(batch, size, size, 3, dtype=torch.uint8)
-    if name in ("caption", "encoder"):
+    if name in ("caption", "encoder", "caption_beam"):
         return (image,)
     token = torch.ones(batch, dtype=torch.int32)
     state = torch.zeros(batch, model.state_dim)

@@ -15,6 +15,7 @@ import torch
 from edge.backends import tensorrt_present
 from edge.bundle import PRECISIONS, load_bundle, write_meta
 from edge.errors import NanocapError
+from edge.search import DEFAULT_LENGTH_NORM
 from export.floor import check_floor, force_ir_version
 from export.graphs import GRAPH_IO, build_graph, example_inputs
 from train.checkpoint import load_checkpoint
@@ -40,9 +41,21 @@ def export_graph(module, inputs, path, graph):
                           output_names=output_names, dynamic_axes=dynamic,
                           opset_version=OPSET, do_constant_folding=True, dynamo=False)
     model = force_ir_version(onnx.load(path))
+    with torch.no_grad():
+        outputs = module(*inputs)
+    _static_dims(model, outputs if isinstance(outputs, tuple) else (outputs,))
     onnx.save(model, path)
     check_floor(model, os.path.basename(path))
     return model
+
+
+def _static_dims(model, outputs):
+    """Write the traced outputs' sizes into graph outputs whose non-batch axes the
+    exporter left symbolic (its shape inference gives up after GatherElements)."""
+    for info, tensor in zip(model.graph.output, outputs):
+        for axis, dim in enumerate(info.type.tensor_type.shape.dim):
+            if axis > 0 and not dim.HasField("dim_value"):
+                dim.dim_value = int(tensor.shape[axis])
 
 
 def describe_io(model):
@@ -79,23 +92,28 @@ def parse_precisions(text):
 
 
 def export_bundle(checkpoint_path, out_dir, precisions=("fp32",), max_len=None,
-                  calib_images=None, batch=1, data=None, split="test", score_limit=None):
+                  calib_images=None, batch=1, data=None, split="test", score_limit=None,
+                  beam=0, length_norm=DEFAULT_LENGTH_NORM):
     """Export ``checkpoint_path`` to the bundle directory ``out_dir``; returns the meta dict.
 
     ``precisions``: any of fp32/fp16/int8 (fp32 always). ``max_len``: greedy steps T
     (default: the model's). ``calib_images``: directory of images for int8
     calibration. ``batch``: batch size used for tracing (the axis stays dynamic).
     ``data``: a dataset to score every precision on (``train.evaluate``).
+    ``beam``: K >= 2 adds ``caption_beam.onnx``, beam search with K beams in one
+    graph (``meta["beam"]`` records K and the length normalisation).
     """
     precisions = parse_precisions(precisions)
     model, vocab, payload = load_checkpoint(checkpoint_path)
     max_len = int(max_len or model.config.max_len)
     if max_len < 1:
         raise NanocapError("--max-len must be at least 1")
+    if beam and int(beam) < 2:
+        raise NanocapError("--beam must be 2 or more (greedy is caption.onnx)")
     os.makedirs(out_dir, exist_ok=True)
     graphs = {}
-    for graph in GRAPHS:
-        module = build_graph(graph, model, vocab, max_len)
+    for graph in GRAPHS + (("caption_beam",) if beam else ()):
+        module = build_graph(graph, model, vocab, max_len, beam, length_norm)
         path = os.path.join(out_dir, graph_file(graph, "fp32"))
         onnx_model = export_graph(module, example_inputs(graph, model, batch), path, graph)
         entry = {"file": graph_file(graph, "fp32")}
@@ -107,6 +125,8 @@ def export_bundle(checkpoint_path, out_dir, precisions=("fp32",), max_len=None,
                       "channels": "BGR", "dtype": "uint8"},
             "model": model.config.to_dict(), "graphs": graphs,
             "provenance": _provenance(checkpoint_path, payload), "scores": {}}
+    if beam:
+        meta["beam"] = {"size": int(beam), "length_norm": float(length_norm)}
     if len(precisions) > 1:
         from export.quantize import add_variants
         add_variants(out_dir, meta, precisions[1:], calib_images=calib_images)
@@ -158,6 +178,8 @@ def add_arguments(parser):
     parser.add_argument("--calib-images", help="directory of images for int8 calibration")
     parser.add_argument("--max-len", type=int, help="greedy decoding steps T (default: model's)")
     parser.add_argument("--batch", type=int, default=1, help="batch size used for tracing")
+    parser.add_argument("--beam", type=int, default=0, metavar="K",
+                        help="also export caption_beam.onnx: beam search (K beams) in one graph")
     parser.add_argument("--data", help="dataset to score each precision on (stored in nanocap.json)")
     parser.add_argument("--split", default="test", help="split of --data to score")
     parser.add_argument("--limit", type=int, help="score at most N images")
@@ -168,7 +190,7 @@ def run(args):
     meta = export_bundle(args.checkpoint, args.out, precisions=args.precision,
                          max_len=args.max_len, calib_images=args.calib_images,
                          batch=args.batch, data=args.data, split=args.split,
-                         score_limit=args.limit)
+                         score_limit=args.limit, beam=args.beam)
     for name, digest in sorted(meta["files"].items()):
         size = os.path.getsize(os.path.join(args.out, name))
         print("%-28s %8.1f KiB  sha256 %s" % (name, size / 1024.0, digest[:16]))

@@ -34,7 +34,8 @@ from edge.errors import NanocapError
 from export.floor import check_floor, force_ir_version
 
 FP32_OPS = ("LogSoftmax", "ArgMax", "ReduceMax")
-QUANT_OPS = {"caption": ("Conv",), "encoder": ("Conv",), "decoder_step": ("Gemm", "MatMul")}
+QUANT_OPS = {"caption": ("Conv",), "encoder": ("Conv",), "caption_beam": ("Conv",),
+             "decoder_step": ("Gemm", "MatMul")}
 
 
 # -- fp16 -------------------------------------------------------------------

@@ -11,7 +11,7 @@ from edge.bundle import load_bundle
 from edge.errors import NanocapError
 from edge.trt_build import DEFAULT_MAX_BATCH, DEFAULT_WORKSPACE_MB, ensure_engine, read_sidecar
 
-GRAPHS = ("caption", "encoder", "decoder_step")
+GRAPHS = ("caption", "encoder", "decoder_step", "caption_beam")
 
 
 def add_arguments(parser):
@@ -21,8 +21,9 @@ def add_arguments(parser):
                              "has no fast INT8, e.g. the Nano)")
     parser.add_argument("--workspace-mb", type=int, default=DEFAULT_WORKSPACE_MB,
                         help="builder workspace in MiB (default %d)" % DEFAULT_WORKSPACE_MB)
-    parser.add_argument("--graphs", default=",".join(GRAPHS),
-                        help="comma-separated graphs (default: all three)")
+    parser.add_argument("--graphs", default=None,
+                        help="comma-separated graphs of %s (default: all in the bundle)"
+                             % ",".join(GRAPHS))
     parser.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
                         help="largest batch the engines accept (default %d)" % DEFAULT_MAX_BATCH)
     parser.add_argument("--calib-images", help="images for INT8 calibration (else the "
@@ -31,13 +32,18 @@ def add_arguments(parser):
 
 
 def run(args):
-    graphs = [g.strip() for g in args.graphs.split(",") if g.strip()]
-    unknown = [g for g in graphs if g not in GRAPHS]
-    if unknown or not graphs:
-        raise NanocapError("--graphs takes %s, not %r" % (",".join(GRAPHS), args.graphs))
     if args.workspace_mb < 1 or args.max_batch < 1:
         raise NanocapError("--workspace-mb and --max-batch must be positive")
     bundle = load_bundle(args.bundle)
+    present = [g for g in GRAPHS if bundle.precisions(g)]
+    if args.graphs is None:
+        graphs = present
+    else:
+        graphs = [g.strip() for g in args.graphs.split(",") if g.strip()]
+    unknown = [g for g in graphs if g not in present]
+    if unknown or not graphs:
+        raise NanocapError("--graphs takes %s (the graphs in this bundle), not %r"
+                           % (",".join(present), args.graphs))
     built = {}
     for graph in graphs:
         path = ensure_engine(bundle, graph, args.precision, workspace_mb=args.workspace_mb,

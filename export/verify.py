@@ -9,7 +9,9 @@ ONNX Runtime (CPU) and the checkpoint runs in PyTorch with the same greedy rule
 - ``max_abs_logit_diff``: largest |log-prob difference| of the chosen tokens,
   over the steps whose preceding tokens agree (later steps decode from
   different prefixes and are not comparable);
-- ``encoder_max_abs_diff``: largest |difference| of ``encoder.onnx``'s state.
+- ``encoder_max_abs_diff``: largest |difference| of ``encoder.onnx``'s state;
+- ``beam_caption_match`` (bundles exported with ``--beam K``): the same as
+  caption_match for ``caption_beam.onnx`` against ``train.decoding.beam_search``.
 
 The last stdout line is one JSON object ``{precision: {...}}``. The exit status
 is 1 when fp32's caption_match is below ``FP32_MIN_MATCH``.
@@ -25,7 +27,7 @@ from edge.bundle import load_bundle
 from edge.errors import NanocapError
 from edge.image import list_images, read_image, resize
 from train.checkpoint import load_checkpoint
-from train.decoding import greedy_search
+from train.decoding import beam_search, greedy_search
 
 FP32_MIN_MATCH = 0.99
 
@@ -112,8 +114,16 @@ def verify(checkpoint, bundle_dir, frames, precisions=None, batch=16):
         with torch.no_grad():
             return (model.init_state(model.encode(torch.from_numpy(x))).numpy(),)
 
+    def torch_beam(x):
+        state = model.init_state(model.encode(torch.from_numpy(x)))
+        t, _ = beam_search(model.step, state, vocab.start_id, vocab.end_id, bundle.max_len,
+                           bundle.meta["beam"]["size"], bundle.meta["beam"]["length_norm"])
+        return (t.numpy(),)
+
     with torch.no_grad():
         ref_tokens, ref_scores = _run_batches(torch_caption, frames, batch)
+        ref_beam = (_run_batches(torch_beam, frames, batch)[0]
+                    if bundle.precisions("caption_beam") else None)
     ref_state = _run_batches(torch_state, frames, batch)[0]
     report = {}
     for precision in precisions or bundle.precisions("caption"):
@@ -125,6 +135,11 @@ def verify(checkpoint, bundle_dir, frames, precisions=None, batch=16):
             enc = ort.InferenceSession(bundle.graph_path("encoder", precision), **opts)
             state = _run_batches(lambda x: enc.run(None, {"image": x}), frames, batch)[0]
             entry["encoder_max_abs_diff"] = float(np.abs(state - ref_state).max())
+        if precision in bundle.precisions("caption_beam"):
+            beam = ort.InferenceSession(bundle.graph_path("caption_beam", precision), **opts)
+            tokens = _run_batches(lambda x: beam.run(None, {"image": x}), frames, batch)[0]
+            entry["beam_caption_match"] = float(np.mean(
+                [vocab.decode(a) == vocab.decode(b) for a, b in zip(ref_beam, tokens)]))
         report[precision] = entry
     return report
 

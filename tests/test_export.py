@@ -190,3 +190,28 @@ def test_export_with_data_stores_scores(tiny_checkpoint, tmp_path, monkeypatch):
     assert scores["split"] == "val" and scores["images"] <= 3
     assert 0.0 <= scores["CIDEr"] and 0.0 <= scores["Bleu_4"] <= 1.0
     assert load_bundle(out).meta["scores"] == meta["scores"]
+
+
+def test_beam_graph_matches_pytorch_beam_search(tiny_checkpoint, tmp_path):
+    """``--beam 3``: beam search in one graph, within the floor, equal to train.decoding."""
+    from export.floor import floor_problems
+    from train.decoding import beam_search
+    out = str(tmp_path / "beam")
+    meta = export_bundle(tiny_checkpoint, out, beam=3, max_len=6)
+    assert meta["beam"] == {"size": 3, "length_norm": 0.7}
+    entry = load_bundle(out).graph_entry("caption_beam")
+    assert entry["outputs"] == [{"name": "tokens", "dtype": "int32", "shape": ["N", 6]},
+                                {"name": "score", "dtype": "float32", "shape": ["N"]}]
+    path = os.path.join(out, "caption_beam.onnx")
+    assert floor_problems(path) == []
+    model, vocab, _ = load_checkpoint(tiny_checkpoint)
+    images = _images(3, seed=4)
+    with torch.no_grad():
+        state = model.init_state(model.encode(torch.from_numpy(images)))
+    ref_tokens, ref_scores = beam_search(model.step, state, vocab.start_id, vocab.end_id, 6,
+                                         beam_size=3, length_norm=0.7)
+    tokens, scores = _session(path).run(None, {"image": images})
+    np.testing.assert_array_equal(tokens, ref_tokens.numpy())
+    np.testing.assert_allclose(scores, ref_scores.numpy(), atol=1e-4)
+    if os.path.exists(VENV36):
+        np.testing.assert_array_equal(run_on_py36(path, images, tmp_path), tokens)
