@@ -98,7 +98,9 @@ def test_coco_with_most_images_missing(shared_data, tmp_path):
     assert n_train + n_val == 159 and n_val > 0
 
 
-def test_corrupt_images_are_skipped_and_counted(shared_data, tmp_path):
+@pytest.fixture
+def with_corrupt(shared_data, tmp_path):
+    """A Karpathy file over 10 real Flickr8k JPEGs (1 val) and 2 corrupt ones (train)."""
     images = tmp_path / "images"
     images.mkdir()
     real = sorted(os.listdir(os.path.join(shared_data, "flickr8k", "images")))[:10]
@@ -112,11 +114,30 @@ def test_corrupt_images_are_skipped_and_counted(shared_data, tmp_path):
     data = {"images": [{"filename": n, "split": "val" if i == 0 else "train",
                         "sentences": [{"raw": c}]} for i, (n, c) in enumerate(entries)]}
     (tmp_path / "dataset.json").write_text(json.dumps(data))
-    result = _cli("fit", "--data", str(tmp_path / "dataset.json"), "--out", str(tmp_path / "run"),
-                  "--epochs", "1", *TINY)
+    return str(tmp_path / "dataset.json")
+
+
+def test_corrupt_images_are_skipped_and_counted(with_corrupt, tmp_path):
+    result = _cli("fit", "--data", with_corrupt, "--out", str(tmp_path / "run"), "--epochs", "1", *TINY)
     assert result.returncode == 0, result.stderr
     assert "2 unreadable images skipped" in result.stdout
     assert "train 9 images, val 1 images" in result.stdout
+
+
+def test_corrupt_images_skipped_when_streaming_with_augmentation(with_corrupt, tmp_path, capsys):
+    run = str(tmp_path / "run")
+    assert main(["fit", "--data", with_corrupt, "--out", run, "--epochs", "1", "--augment",
+                 "--workers", "0"] + TINY + ["--batch-size", "4"]) == 0
+    assert "2 unreadable images skipped this epoch" in capsys.readouterr().out
+    assert _log(run)[0]["images"] == 9 and _log(run)[0]["skipped"] == 2
+
+
+def test_random_crop_keeps_most_of_the_image():
+    import numpy as np
+    from train.data import random_crop
+    image = np.zeros((100, 80, 3), np.uint8)
+    shapes = set(random_crop(image).shape for _ in range(20))
+    assert all(90 <= h <= 100 and 72 <= w <= 80 for h, w, _ in shapes) and len(shapes) > 1
 
 
 def test_bad_input_is_one_line(shared_data, tmp_path):

@@ -27,10 +27,22 @@ def encode_captions(vocab, captions, max_len):
     return [vocab.encode(c, max_len) for c in captions]
 
 
-def read_resized(path, size):
+def random_crop(image, keep=0.9):
+    """A random crop keeping at least ``keep`` of each side: the only augmentation,
+    applied to the original before the resize (no flips: captions say left/right)."""
+    height, width = image.shape[:2]
+    h = int(torch.randint(int(height * keep), height + 1, ()).item())
+    w = int(torch.randint(int(width * keep), width + 1, ()).item())
+    top = int(torch.randint(0, height - h + 1, ()).item())
+    left = int(torch.randint(0, width - w + 1, ()).item())
+    return image[top:top + h, left:left + w]
+
+
+def read_resized(path, size, augment=False):
     """``uint8 [size,size,3]`` BGR, or None if the file is missing or corrupt."""
     try:
-        return resize(read_image(path), (size, size))
+        image = read_image(path)
+        return resize(random_crop(image) if augment else image, (size, size))
     except NanocapError:
         return None
     except Exception:  # cv2 errors on truncated files vary by version
@@ -38,12 +50,14 @@ def read_resized(path, size):
 
 
 class ImageSource(object):
-    """Resized images of ``records``, either preloaded (``array``) or read on demand."""
+    """Resized images of ``records``, either preloaded (``array``) or read on demand
+    (then optionally augmented: ``random_crop`` before the resize)."""
 
-    def __init__(self, records, size, array=None):
+    def __init__(self, records, size, array=None, augment=False):
         self.records = list(records)
         self.size = size
         self.array = array
+        self.augment = augment
 
     def __len__(self):
         return len(self.records)
@@ -52,16 +66,16 @@ class ImageSource(object):
         """``uint8 [H,W,3]`` or None (unreadable file; lazy mode only)."""
         if self.array is not None:
             return self.array[index]
-        return read_resized(self.records[index].path, self.size)
+        return read_resized(self.records[index].path, self.size, self.augment)
 
 
-def load_images(records, size, preload_mb=2048, progress=False):
-    """Preload resized images when they fit in ``preload_mb``, dropping unreadable
-    files. Returns ``(ImageSource, number of unreadable files)``; in lazy mode
-    unreadable files are skipped (and counted) batch by batch instead."""
+def load_images(records, size, preload_mb=2048, progress=False, augment=False):
+    """Preload resized images when they fit in ``preload_mb`` (and no ``augment``),
+    dropping unreadable files. Returns ``(ImageSource, number of unreadable files)``;
+    in lazy mode unreadable files are skipped (and counted) batch by batch instead."""
     need_mb = len(records) * size * size * 3 / 2.0 ** 20
-    if need_mb > preload_mb:
-        return ImageSource(records, size), 0
+    if augment or need_mb > preload_mb:
+        return ImageSource(records, size, augment=augment), 0
     kept, arrays = [], []
     iterator = records
     if progress:

@@ -58,6 +58,8 @@ def add_arguments(parser):
     a("--clip", type=float, default=5.0, help="gradient norm clipping")
     a("--dropout", type=float, default=0.2)
     a("--bn-momentum", type=float, default=0.1, help="backbone BatchNorm momentum")
+    a("--augment", action="store_true",
+      help="random crops (>= 90%% of each side) before the resize; reads images every epoch")
     a("--preload-mb", type=float, default=2048, help="preload images when they fit in this")
     a("--no-progress", action="store_true", help="no tqdm progress bar")
 
@@ -98,7 +100,8 @@ def build_model(args, vocab, resume):
 
 def load_sources(args, splits, size, log, ctx):
     """Preloaded (or lazy) train and val image sources; unreadable files counted."""
-    train, bad = tdata.load_images(splits["train"], size, args.preload_mb, progress=ctx.main and not args.no_progress)
+    train, bad = tdata.load_images(splits["train"], size, args.preload_mb,
+                                   progress=ctx.main and not args.no_progress, augment=args.augment)
     val, bad_val = tdata.load_images(splits["val"][:args.val_images], size, args.preload_mb)
     if bad + bad_val:
         log("%d unreadable images skipped (corrupt or not an image)" % (bad + bad_val))
@@ -150,8 +153,9 @@ def feature_inputs(model, source, args, ctx, name):
     key = tdata.cache_key((model.config.to_dict(), args.weights, args.seed), source.records)
     path = os.path.join(args.out, "features-%s.pt" % name)
 
-    def compute():
-        return tdata.compute_features(model, source, 64, ctx.device)
+    def compute():  # no augmentation in cached features
+        plain = tdata.ImageSource(source.records, source.size, source.array)
+        return tdata.compute_features(model, plain, 64, ctx.device)
 
     if ctx.main:
         features, ok = tdata.cached_features(path, key, compute)
@@ -160,7 +164,7 @@ def feature_inputs(model, source, args, ctx, name):
         features, ok = tdata.cached_features(path, key, compute)
     keep = ok.nonzero().flatten().tolist()
     kept = tdata.ImageSource([source.records[i] for i in keep], source.size,
-                             None if source.array is None else source.array[keep])
+                             None if source.array is None else source.array[keep], source.augment)
     return features[keep], kept
 
 
