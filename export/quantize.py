@@ -80,33 +80,35 @@ def to_float16(model, keep_fp32_ops=FP32_OPS):
             _rename_inputs(nodes, info.name, inner)
             tail.append(helper.make_node("Cast", [inner], [info.name], to=TensorProto.FLOAT,
                                          name=info.name + "__to_fp32"))
-    body = []
-    for node in nodes:
-        body.extend(_wrap_fp32(node) if node.op_type in keep_fp32_ops else [node])
+    body, fp32_alias = [], {}
+    for node in nodes:  # topological order: producers before consumers
+        body.extend(_wrap_fp32(node, fp32_alias) if node.op_type in keep_fp32_ops else [node])
     del graph.node[:]
     graph.node.extend(head + body + tail)
     del graph.value_info[:]
     return onnx.shape_inference.infer_shapes(model)
 
 
-def _wrap_fp32(node):
-    """Run ``node`` in float32: Cast its float inputs up and its outputs down.
-
-    Only float data inputs are cast (ArgMax's int64 output is left alone)."""
+def _wrap_fp32(node, fp32_alias):
+    """Run ``node`` in float32: its data input (input 0) cast up unless an fp32 copy
+    exists in ``fp32_alias`` (so LogSoftmax -> ArgMax/ReduceMax stays fp32 all the
+    way), its float outputs recorded there and cast down for fp16 consumers.
+    ArgMax's int64 output is left alone."""
     before, after = [], []
-    for i, name in enumerate(node.input):
-        if i == 0:  # the data input of LogSoftmax/ArgMax/ReduceMax
-            up = "%s__fp32_%s" % (name, node.name)
-            before.append(helper.make_node("Cast", [name], [up], to=TensorProto.FLOAT,
-                                           name=up + "_cast"))
-            node.input[i] = up
-    for j, name in enumerate(node.output):
-        if node.op_type == "ArgMax":
-            continue
-        inner = "%s__fp32" % name
-        node.output[j] = inner
-        after.append(helper.make_node("Cast", [inner], [name], to=TensorProto.FLOAT16,
-                                      name=inner + "_cast"))
+    name = node.input[0]
+    if name in fp32_alias:
+        node.input[0] = fp32_alias[name]
+    else:
+        up = "%s__fp32_%s" % (name, node.name)
+        before.append(helper.make_node("Cast", [name], [up], to=TensorProto.FLOAT,
+                                       name=up + "_cast"))
+        node.input[0] = up
+    if node.op_type != "ArgMax":
+        for j, name in enumerate(node.output):
+            inner = fp32_alias[name] = "%s__fp32" % name
+            node.output[j] = inner
+            after.append(helper.make_node("Cast", [inner], [name], to=TensorProto.FLOAT16,
+                                          name=inner + "_cast"))
     return before + [node] + after
 
 
