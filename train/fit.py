@@ -37,7 +37,8 @@ def add_arguments(parser):
     a("--images-dir", help="folder of the images (default: found beside --data)")
     a("--format", default="auto", choices=FORMATS, help="caption file format (default auto)")
     a("--out", required=True, help="run folder: last.pt, best.pt, log.jsonl, feature cache")
-    a("--backbone", default="mobilenet_v3_small", help="torchvision model (%s, ...)" % ", ".join(BACKBONES))
+    a("--backbone", default="mobilenet_v3_small",
+      help="torchvision model (%s, ...)" % ", ".join(BACKBONES))
     a("--weights", default="imagenet", choices=("imagenet", "none"), help="backbone init")
     a("--rnn", default="gru", choices=("gru", "lstm"))
     a("--hidden", type=int, default=512, help="RNN state size")
@@ -174,10 +175,11 @@ def evaluate(model, inputs, records, vocab, device, batch_size=64):
     model.eval()
     hyps = {}
     if isinstance(inputs, tdata.ImageSource):
-        batches = ((idx, model.encode(images.to(device))) for idx, images in tdata.image_batches(inputs, batch_size))
+        batches = ((idx, model.encode(images.to(device)))
+                   for idx, images in tdata.image_batches(inputs, batch_size))
     else:
-        batches = ((list(range(s, min(s + batch_size, len(inputs)))), inputs[s:s + batch_size].to(device))
-                   for s in range(0, len(inputs), batch_size))
+        batches = ((list(range(s, min(s + batch_size, len(inputs)))),
+                    inputs[s:s + batch_size].to(device)) for s in range(0, len(inputs), batch_size))
     for indices, features in batches:
         tokens, _ = greedy_search(model.step, model.init_state(features.float()), vocab.start_id,
                                   vocab.end_id, model.config.max_len)
@@ -249,7 +251,66 @@ def fit(args, ctx):
     return 0
 
 
-def run_phase(name, epochs, lr, model, vocab, train_src, val_src, state, opt_state, deadline, args, ctx, log):
+class Schedule(object):
+    """Warm-up + cosine LR over ``total`` steps or until ``deadline`` (time.time()
+    seconds), whichever comes first; the same decisions on every rank."""
+
+    def __init__(self, lr, total, deadline):
+        self.lr, self.total, self.deadline = lr, max(1, total), deadline
+        self.warmup = min(200, max(1, self.total // 20))
+        self.start = time.time()
+
+    def lr_at(self, step, ctx):
+        """The LR for ``step``, or None once the time budget is spent."""
+        now = time.time()
+        progress = step / float(self.total)
+        if self.deadline is not None:
+            progress = max(progress, (now - self.start) / max(1e-6, self.deadline - self.start))
+        over = float(self.deadline is not None and now >= self.deadline)
+        over, progress = distributed.max_across(ctx, [over, progress])
+        return None if over else learning_rate(self.lr, step, self.warmup, progress)
+
+
+def train_one_epoch(step_module, loader, optimizer, scaler, params, schedule, state, args, ctx, desc):
+    """One pass over ``loader``; returns ``(loss sum, images seen, images skipped, stopped)``.
+    ``scaler`` is AMP's GradScaler (enabled on CUDA only)."""
+    cuda = ctx.device.type == "cuda"
+    loss_sum, seen, skipped = 0.0, 0, 0
+    bar = loader
+    if ctx.main and not args.no_progress:
+        from tqdm import tqdm
+        bar = tqdm(loader, desc=desc, leave=False, mininterval=1.0)
+    for batch in bar:
+        skipped += batch["skipped"]
+        if "inputs" not in batch:
+            continue
+        lr = schedule.lr_at(state["phase_step"], ctx)
+        if lr is None:
+            return loss_sum, seen, skipped, True
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        tokens = batch["tokens"].to(ctx.device)
+        with (torch.autocast("cuda", dtype=torch.float16) if cuda else contextlib.nullcontext()):
+            logits = step_module(batch["inputs"].to(ctx.device), tokens[:, :-1],
+                                 batch["owner"].to(ctx.device))
+            loss = caption_loss(logits, tokens[:, 1:], args.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(params, args.clip)
+        scaler.step(optimizer)
+        scaler.update()
+        state["phase_step"] += 1
+        state["step"] += 1
+        loss_sum += loss.item() * len(batch["index"])
+        seen += len(batch["index"])
+        if bar is not loader:
+            bar.set_postfix(loss="%.3f" % loss.item(), refresh=False)
+    return loss_sum, seen, skipped, False
+
+
+def run_phase(name, epochs, lr, model, vocab, train_src, val_src, state, opt_state, deadline,
+              args, ctx, log):
     """Train one phase; returns True when stopped by the time budget."""
     from_features = name == "decoder"
     for p in model.backbone.parameters():
@@ -271,50 +332,16 @@ def run_phase(name, epochs, lr, model, vocab, train_src, val_src, state, opt_sta
         model.backbone.to(memory_format=torch.channels_last)  # grads match DDP's buckets
         step_module = nn.parallel.DistributedDataParallel(
             step_module, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None)
-    cuda = ctx.device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=cuda)
-    total = max(1, epochs * len(loader))
-    warmup = min(200, max(1, total // 20))
-    phase_start = time.time()
+    schedule = Schedule(lr, epochs * len(loader), deadline)
+    scaler = torch.amp.GradScaler("cuda", enabled=ctx.device.type == "cuda")
     model.train()
     while state["phase_epoch"] < epochs:
-        epoch_start, loss_sum, seen, skipped, stopped = time.time(), 0.0, 0, 0, False
+        epoch_start = time.time()
         if isinstance(loader.sampler, DistributedSampler):
             loader.sampler.set_epoch(state["epoch"])
-        bar = loader
-        if ctx.main and not args.no_progress:
-            from tqdm import tqdm
-            bar = tqdm(loader, desc="%s %d/%d" % (name, state["phase_epoch"] + 1, epochs),
-                       leave=False, mininterval=1.0)
-        for batch in bar:
-            skipped += batch["skipped"]
-            if "inputs" not in batch:
-                continue
-            elapsed = time.time() - phase_start
-            budget = (deadline - phase_start) if deadline else None
-            progress = max(state["phase_step"] / total, elapsed / budget if budget else 0.0)
-            over, progress = distributed.max_across(ctx, [float(deadline is not None and time.time() >= deadline), progress])
-            if over:
-                stopped = True
-                break
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(lr, state["phase_step"], warmup, progress)
-            toks = batch["tokens"].to(ctx.device)
-            with (torch.autocast("cuda", dtype=torch.float16) if cuda else contextlib.nullcontext()):
-                logits = step_module(batch["inputs"].to(ctx.device), toks[:, :-1], batch["owner"].to(ctx.device))
-                loss = caption_loss(logits, toks[:, 1:], args.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(params, args.clip)
-            scaler.step(optimizer)
-            scaler.update()
-            state["phase_step"] += 1
-            state["step"] += 1
-            loss_sum += loss.item() * len(batch["index"])
-            seen += len(batch["index"])
-            if bar is not loader:
-                bar.set_postfix(loss="%.3f" % loss.item(), refresh=False)
+        desc = "%s %d/%d" % (name, state["phase_epoch"] + 1, epochs)
+        loss_sum, seen, skipped, stopped = train_one_epoch(
+            step_module, loader, optimizer, scaler, params, schedule, state, args, ctx, desc)
         if seen or not stopped:
             state["phase_epoch"] += 1
             state["epoch"] += 1
@@ -331,7 +358,9 @@ def end_epoch(model, vocab, optimizer, state, name, loss_sum, seen, skipped, sec
     """Validate (rank 0), write last.pt / best.pt / log.jsonl, print one line."""
     train_loss = distributed.mean_across(ctx, loss_sum / max(1, seen))
     if ctx.main:
-        scores, sample = evaluate(model, val_inputs, val_src.records, vocab, ctx.device) if len(val_src) else ({}, "")
+        scores, sample = ({}, "")
+        if len(val_src):
+            scores, sample = evaluate(model, val_inputs, val_src.records, vocab, ctx.device)
         score = scores.get("CIDEr", -train_loss)
         best = state["best_score"] is None or score > state["best_score"]
         if best:
