@@ -110,6 +110,8 @@ def export_bundle(checkpoint_path, out_dir, precisions=("fp32",), max_len=None,
         raise NanocapError("--max-len must be at least 1")
     if beam and int(beam) < 2:
         raise NanocapError("--beam must be 2 or more (greedy is caption.onnx)")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise NanocapError("--out %s exists and is not a directory" % out_dir)
     os.makedirs(out_dir, exist_ok=True)
     graphs = {}
     for graph in GRAPHS + (("caption_beam",) if beam else ()):

@@ -142,6 +142,8 @@ def test_cli_export_and_errors(tiny_checkpoint, tmp_path, capsys):
     assert len(err) == 1 and "checkpoint not found" in err[0]
     assert export_main(["onnx", "--checkpoint", tiny_checkpoint, "--out", out,
                         "--precision", "fp8"]) == 2
+    assert export_main(["onnx", "--checkpoint", tiny_checkpoint, "--out", tiny_checkpoint]) == 2
+    assert "not a directory" in capsys.readouterr().err
 
 
 def run_on_py36(model_path, images, tmp_path):
