@@ -229,8 +229,8 @@ def fit(args, ctx):
     train_src, val_src = load_sources(args, splits, size, log, ctx)
     log("train %d images, val %d images, vocabulary %d words, %s on %s x%d"
         % (len(train_src), len(val_src), len(vocab), model.config.backbone, ctx.device.type, ctx.world))
-    state = dict(resume["train"]) if resume else {"phase": 0, "phase_epoch": 0, "phase_step": 0,
-                                                   "epoch": 0, "step": 0, "best_score": None}
+    state = {"phase": 0, "phase_epoch": 0, "phase_step": 0, "epoch": 0, "step": 0, "best_score": None}
+    state.update(resume["train"] if resume else {})
     plan = phases(args)
     for index, (name, epochs, lr) in enumerate(plan):
         if index < state["phase"]:
