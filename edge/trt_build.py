@@ -179,8 +179,8 @@ def build_engine(onnx_path, engine_path, precision="fp16", workspace_mb=DEFAULT_
     config.add_optimization_profile(_profile(builder, network, max_batch))
     if precision in ("fp16", "int8"):
         config.set_flag(trt.BuilderFlag.FP16)
-    input_dtypes = dict((network.get_input(i).name, np.dtype(trt.nptype(network.get_input(i).dtype)))
-                        for i in range(network.num_inputs))
+    inputs = [network.get_input(i) for i in range(network.num_inputs)]
+    input_dtypes = dict((t.name, np.dtype(trt.nptype(t.dtype))) for t in inputs)
     calibrator = None
     if precision == "int8":
         feeds, cache_path = calibration or (None, None)

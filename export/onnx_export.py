@@ -84,10 +84,13 @@ def _provenance(checkpoint_path, payload):
 
 def parse_precisions(text):
     """``"fp32,fp16"`` -> ``("fp32", "fp16")``; fp32 is always exported first."""
-    wanted = [p.strip() for p in text.split(",") if p.strip()] if isinstance(text, str) else list(text)
+    if isinstance(text, str):
+        text = text.split(",")
+    wanted = [p.strip() for p in text if p.strip()]
     bad = [p for p in wanted if p not in PRECISIONS]
     if bad:
-        raise NanocapError("unknown precision %s (choose from %s)" % (", ".join(bad), ",".join(PRECISIONS)))
+        raise NanocapError("unknown precision %s (choose from %s)"
+                           % (", ".join(bad), ",".join(PRECISIONS)))
     return tuple(["fp32"] + [p for p in PRECISIONS[1:] if p in wanted])
 
 
@@ -182,7 +185,8 @@ def add_arguments(parser):
     parser.add_argument("--batch", type=int, default=1, help="batch size used for tracing")
     parser.add_argument("--beam", type=int, default=0, metavar="K",
                         help="also export caption_beam.onnx: beam search (K beams) in one graph")
-    parser.add_argument("--data", help="dataset to score each precision on (stored in nanocap.json)")
+    parser.add_argument("--data",
+                        help="dataset to score each precision on (stored in nanocap.json)")
     parser.add_argument("--split", default="test", help="split of --data to score")
     parser.add_argument("--limit", type=int, help="score at most N images")
 

@@ -13,8 +13,8 @@
   per channel, uint8 activations calibrated on real images (MinMax). In the
   caption and encoder graphs only the backbone's Conv layers are quantized:
   also quantizing the unrolled decoder's Gemms lowered caption_match from 0.92
-  to 0.88 (synthetic-set model, 200 test images) and gained no speed at batch
-  1. Depthwise convolutions stay float too (``keep_depthwise``): MobileNet's
+  to 0.88 (synthetic-set model after one epoch, 200 test images) and gained no
+  speed at batch size 1. Depthwise convolutions stay float too (``keep_depthwise``): MobileNet's
   depthwise layers have per-channel ranges a per-tensor activation scale
   serves badly; keeping them raised caption_match from 0.82 to 0.88 on that
   set (the other tries: entropy/percentile calibration, 256 calibration
@@ -155,7 +155,8 @@ def quantize_int8(fp32_path, out_path, feeds, vocab_size, per_channel=True, excl
         quantize_static(fp32_path, out_path, Reader(), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         per_channel=per_channel, op_types_to_quantize=list(op_types),
-                        nodes_to_exclude=exclude, calibrate_method=getattr(CalibrationMethod, method),
+                        nodes_to_exclude=exclude,
+                        calibrate_method=getattr(CalibrationMethod, method),
                         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
     finally:
         root.setLevel(level)
