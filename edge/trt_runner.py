@@ -78,11 +78,14 @@ class PyCudaDevice(object):
     def alloc(self, nbytes):
         return self.cuda.mem_alloc(max(1, int(nbytes)))
 
+    # Host arrays are ordinary (pageable) numpy arrays, so the copies are the
+    # synchronous ones; they are ordered with the stream's work (a blocking
+    # stream synchronises with the legacy default stream these copies use).
     def to_device(self, memory, array):
-        self.cuda.memcpy_htod_async(memory, array, self.stream)
+        self.cuda.memcpy_htod(memory, array)
 
     def to_host(self, array, memory):
-        self.cuda.memcpy_dtoh_async(array, memory, self.stream)
+        self.cuda.memcpy_dtoh(array, memory)
 
     def stream_handle(self):
         return self.stream.handle
