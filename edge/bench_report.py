@@ -83,8 +83,10 @@ def summary_lines(report):
         lines.append("model: %s" % model["note"])
     peak = report.get("matmul_peak_gflops")
     if peak:
-        lines.append("CPU fp32 matmul peak (numpy, %dx%d): %.1f GFLOP/s" % (
-            report.get("matmul_n", 1024), report.get("matmul_n", 1024), peak))
+        lines.append("CPU fp32 matmul peak (numpy, %dx%d, %s): %.1f GFLOP/s" % (
+            report.get("matmul_n", 1024), report.get("matmul_n", 1024),
+            "%s BLAS threads" % report["matmul_threads"] if report.get("matmul_threads")
+            else "all BLAS threads", peak))
         for row in report.get("results", []):
             if row.get("gflops_per_s") and row["precision"] == "fp32" and row["backend"] != "torch":
                 lines.append("  %s fp32 greedy (one graph, T steps) achieves %.1f GFLOP/s = %.0f%%"

@@ -146,3 +146,25 @@ def matmul_peak_gflops(n=1024, seconds=1.0, dtype=np.float32):
         if time.perf_counter() > deadline:
             break
     return 2.0 * n ** 3 / best / 1e9
+
+
+def matmul_peak_with_threads(threads=None, n=1024, seconds=1.0):
+    """``matmul_peak_gflops`` with BLAS limited to ``threads`` threads, measured
+    in a child process (BLAS reads its thread count at import); all threads
+    (in this process) when ``threads`` is None. None if the child fails."""
+    if not threads:
+        return matmul_peak_gflops(n, seconds)
+    env = dict(os.environ)
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[name] = str(int(threads))
+    code = ("from edge.bench_system import matmul_peak_gflops; "
+            "print(matmul_peak_gflops(%d, %r))" % (n, seconds))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, universal_newlines=True, env=env)
+        out, _ = proc.communicate(timeout=120)
+        return float(out.strip().splitlines()[-1]) if proc.returncode == 0 else None
+    except (OSError, ValueError, IndexError, subprocess.SubprocessError):
+        return None

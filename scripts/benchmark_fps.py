@@ -161,7 +161,7 @@ def main(argv):
           "%dx%d), warm-up %d, batch %d" % (len(combos), args.frames, len(frames), args.source,
                                             frames[0].shape[1], frames[0].shape[0], args.warmup,
                                             args.batch), flush=True)
-    peak = bench_system.matmul_peak_gflops(n=MATMUL_N)
+    peak = bench_system.matmul_peak_with_threads(args.threads, n=MATMUL_N)
     rows, skipped = bench.run_plan(
         combos, make_opener(bundle, args.checkpoint, args.beam_size, args.threads), frames,
         args.frames, args.warmup, args.batch,
@@ -177,8 +177,9 @@ def main(argv):
               "settings": {"frames": args.frames, "warmup": args.warmup, "batch": args.batch,
                            "distinct_frames": len(frames), "beam_size": args.beam_size,
                            "threads": args.threads},
-              "matmul_peak_gflops": max(peak, bench_system.matmul_peak_gflops(n=MATMUL_N)),
-              "matmul_n": MATMUL_N,
+              "matmul_peak_gflops": max(peak or 0.0, bench_system.matmul_peak_with_threads(
+                  args.threads, n=MATMUL_N) or 0.0) or None,
+              "matmul_n": MATMUL_N, "matmul_threads": args.threads,
               "results": rows, "skipped": skipped, "live": live}
     report["summary"] = headline(report)
     print(bench_report.render_text(report))

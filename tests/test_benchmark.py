@@ -90,6 +90,7 @@ def test_machine_versions_and_matmul_peak():
     assert info["cpu_count"] >= 1 and info["memory_mb"] > 0
     assert bench_system.versions()["onnxruntime"]
     assert bench_system.matmul_peak_gflops(n=128, seconds=0.05) > 0.1
+    assert bench_system.matmul_peak_with_threads(1, n=128, seconds=0.05) > 0.1  # child process
 
 
 def test_run_plan_measures_skips_and_agrees(tiny_bundle, tiny_checkpoint, frames):
