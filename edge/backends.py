@@ -17,7 +17,7 @@ it: ``run(graph_name, feeds) -> list of outputs``.
 
 - ``OrtBackend``: ONNX Runtime, providers tried in the order TensorRT -> CUDA ->
   CPU (only those installed); ``providers`` is ``session.get_providers()``.
-- ``TrtBackend``: native TensorRT through ``edge.trt_runner`` (engines built on
+- ``TrtBackend``: native TensorRT through ``edge.trt.runner`` (engines built on
   first run by the export builder and cached beside the ONNX).
 """
 import importlib
@@ -213,7 +213,7 @@ class OrtBackend(Backend):
 
 
 class TrtBackend(Backend):
-    """Native TensorRT engines through ``edge.trt_runner`` (built on first run, cached).
+    """Native TensorRT engines through ``edge.trt.runner`` (built on first run, cached).
 
     Engines are built from the fp32 ONNX; ``precision`` selects TensorRT's kernels."""
 
@@ -249,9 +249,9 @@ class TrtBackend(Backend):
 
 
 def import_trt_runner():
-    """``edge.trt_runner`` with TensorRT behind it, or one line naming what to install."""
+    """``edge.trt.runner`` with TensorRT behind it, or one line naming what to install."""
     try:
-        return importlib.import_module("edge.trt_runner")
+        return importlib.import_module("edge.trt.runner")
     except ImportError as exc:
         missing = (getattr(exc, "name", None) or "?").split(".")[0]
         raise NanocapError("the TensorRT backend needs %r: install TensorRT's Python bindings "

@@ -1,7 +1,7 @@
 """Calibration inputs for int8: real images, and the decoder inputs they lead to.
 
 Shared by the ONNX Runtime quantizer (``export/quantize.py``) and the TensorRT
-INT8 entropy calibrator (``edge/trt_build.py``), so both calibrate on the same
+INT8 entropy calibrator (``edge/trt/calibrator.py``), so both calibrate on the same
 data. numpy + OpenCV; ONNX Runtime only for ``decoder_step`` feeds.
 """
 import os

@@ -17,21 +17,12 @@ from edge.bundle import PRECISIONS, load_bundle, write_meta
 from edge.errors import NanocapError
 from edge.search import DEFAULT_LENGTH_NORM
 from export.floor import check_floor, force_ir_version
+from export.graph_files import describe_io, graph_file
 from export.graphs import GRAPH_IO, build_graph, example_inputs
 from train.checkpoint import load_checkpoint
 
 OPSET = 13
 GRAPHS = ("caption", "encoder", "decoder_step")
-DTYPES = {onnx.TensorProto.UINT8: "uint8", onnx.TensorProto.INT32: "int32",
-          onnx.TensorProto.INT64: "int64", onnx.TensorProto.FLOAT: "float32",
-          onnx.TensorProto.FLOAT16: "float16"}
-
-
-def graph_file(graph, precision):
-    """File name of one graph variant: ``caption.onnx``, ``caption.fp16.onnx``..."""
-    return "%s.onnx" % graph if precision == "fp32" else "%s.%s.onnx" % (graph, precision)
-
-
 def export_graph(module, inputs, path, graph):
     """Trace ``module`` to ONNX at ``path`` (opset 13, IR 7, dynamic batch only)."""
     input_names, output_names = GRAPH_IO[graph]
@@ -56,19 +47,6 @@ def _static_dims(model, outputs):
         for axis, dim in enumerate(info.type.tensor_type.shape.dim):
             if axis > 0 and not dim.HasField("dim_value"):
                 dim.dim_value = int(tensor.shape[axis])
-
-
-def describe_io(model):
-    """``{"inputs": [...], "outputs": [...]}`` with name, dtype and shape
-    (``"N"`` for the dynamic batch axis) of a graph's boundary tensors."""
-    def one(info):
-        tensor = info.type.tensor_type
-        shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "N")
-                 for d in tensor.shape.dim]
-        return {"name": info.name, "dtype": DTYPES.get(tensor.elem_type, str(tensor.elem_type)),
-                "shape": shape}
-    return {"inputs": [one(i) for i in model.graph.input],
-            "outputs": [one(o) for o in model.graph.output]}
 
 
 def _provenance(checkpoint_path, payload):
@@ -151,7 +129,7 @@ def tensorrt_calibration(bundle_dir, calib_images, log=print):
     device) by building the INT8 engines here. Without TensorRT or a GPU: a note."""
     if not tensorrt_present():
         return []
-    from edge.trt_build import ensure_engine
+    from edge.trt.build import ensure_engine
     bundle = load_bundle(bundle_dir)
     try:
         return [ensure_engine(bundle, graph, "int8", calib_images=calib_images, log=log)

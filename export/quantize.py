@@ -32,6 +32,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edge.calibration import calibration_feeds, calibration_images
 from edge.errors import NanocapError
 from export.floor import check_floor, force_ir_version
+from export.graph_files import describe_io, graph_file
 
 FP32_OPS = ("LogSoftmax", "ArgMax", "ReduceMax")
 QUANT_OPS = {"caption": ("Conv",), "encoder": ("Conv",), "caption_beam": ("Conv",),
@@ -172,7 +173,6 @@ def quantize_int8(fp32_path, out_path, feeds, vocab_size, per_channel=True, excl
 def add_variants(out_dir, meta, precisions, calib_images=None):
     """Write the fp16/int8 variants of every fp32 graph in ``meta['graphs']`` and
     record them there (file, inputs, outputs)."""
-    from export.onnx_export import describe_io, graph_file
     images = None
     for precision in precisions:
         for graph, variants in meta["graphs"].items():

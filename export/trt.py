@@ -1,6 +1,6 @@
 """``python -m export trt``: build (or refresh) a bundle's TensorRT engines on the target.
 
-Thin wrapper over ``edge.trt_build.ensure_engine``, the builder the device runtime
+Thin wrapper over ``edge.trt.build.ensure_engine``, the builder the device runtime
 also calls on first run. Prints one line per engine and, last, one JSON object
 ``{graph: engine file}``. Without TensorRT or a GPU: one line, non-zero exit.
 """
@@ -9,7 +9,7 @@ import os
 
 from edge.bundle import load_bundle
 from edge.errors import NanocapError
-from edge.trt_build import DEFAULT_MAX_BATCH, DEFAULT_WORKSPACE_MB, ensure_engine, read_sidecar
+from edge.trt.build import DEFAULT_MAX_BATCH, DEFAULT_WORKSPACE_MB, ensure_engine, read_sidecar
 
 GRAPHS = ("caption", "encoder", "decoder_step", "caption_beam")
 

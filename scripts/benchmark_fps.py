@@ -9,7 +9,7 @@
 Combinations that cannot run here are listed as skipped with the reason. The
 PyTorch eager reference (``torch``, needs ``--checkpoint``) runs in the same
 process on the same frames, so speed-ups are ratios measured in one run. The
-measuring is in ``edge.benchmark``; this file only wires it together. The last
+measuring is in ``edge.bench.measure``; this file only wires it together. The last
 stdout line is one JSON summary object.
 """
 import argparse
@@ -19,8 +19,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from edge import bench_report, bench_system  # noqa: E402
-from edge import benchmark as bench  # noqa: E402
+from edge.bench import report as bench_report, system as bench_system  # noqa: E402
+from edge.bench import measure as bench  # noqa: E402
 from edge.bundle import load_bundle  # noqa: E402
 from edge.errors import NanocapError, run_cli  # noqa: E402
 
@@ -79,7 +79,7 @@ def load_frames(source, count):
 
 
 def make_opener(bundle, checkpoint, beam_size, threads=None):
-    """``opener(name, precision, decode) -> backend`` for ``edge.benchmark.run_plan``."""
+    """``opener(name, precision, decode) -> backend`` for ``edge.bench.measure.run_plan``."""
     def opener(name, precision, decode):
         if name != "torch":
             return bench.open_edge_backend(bundle, name, precision, decode, beam_size, threads)

@@ -1,7 +1,7 @@
 """A FAKE ``tensorrt`` module (plus fake CUDA memory) for tests without a GPU.
 
-NOT TensorRT. It implements only the calls ``edge/trt_build.py`` and
-``edge/trt_runner.py`` make, in two API generations:
+NOT TensorRT. It implements only the calls ``edge/trt/build.py`` and
+``edge/trt/runner.py`` make, in two API generations:
 
 - ``make_fake_tensorrt(8)``: TensorRT 8.2 as on JetPack 4.6: explicit-batch
   flag, ``config.max_workspace_size`` (no memory pools), binding API
@@ -38,7 +38,7 @@ class FakeMem(object):
 
 
 class FakeCuda(object):
-    """Stands in for ``edge.trt_runner.PyCudaDevice`` (same methods)."""
+    """Stands in for ``edge.trt.runner.PyCudaDevice`` (same methods)."""
 
     def __init__(self, name="Fake GPU 9000"):
         self._name = name

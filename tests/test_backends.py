@@ -63,7 +63,7 @@ def test_missing_onnxruntime_is_one_clear_line(tiny_bundle, monkeypatch):
 
 
 def test_missing_tensorrt_is_one_clear_line(tiny_bundle, monkeypatch):
-    monkeypatch.setitem(sys.modules, "edge.trt_runner", None)
+    monkeypatch.setitem(sys.modules, "edge.trt.runner", None)
     with pytest.raises(NanocapError) as info:
         open_backend(tiny_bundle, backend="trt")
     assert "TensorRT" in str(info.value)
@@ -105,7 +105,7 @@ def test_trt_backend_dispatches_to_runner(tiny_bundle, monkeypatch):
     """The TRT backend asks ``engine_for`` per graph and runs ``TrtGraph`` (faked here)."""
     import types
     asked = []
-    fake = types.ModuleType("edge.trt_runner")
+    fake = types.ModuleType("edge.trt.runner")
     fake.TrtGraph = FakeTrtGraph
 
     def engine_for(bundle, graph, precision, workspace_mb=1024):
@@ -113,7 +113,7 @@ def test_trt_backend_dispatches_to_runner(tiny_bundle, monkeypatch):
         return bundle.graph_path(graph, "fp32")     # the fp32 bundle has no fp16 ONNX
 
     fake.engine_for = engine_for
-    monkeypatch.setitem(sys.modules, "edge.trt_runner", fake)
+    monkeypatch.setitem(sys.modules, "edge.trt.runner", fake)
     frames = _frames()
     ort = open_backend(tiny_bundle, backend="ort", decode="beam")
     for decode, graphs in (("greedy", ["caption"]), ("beam", ["encoder", "decoder_step"])):

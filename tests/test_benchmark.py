@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from edge import bench_report, bench_system
-from edge import benchmark as bench
+from edge.bench import report as bench_report, system as bench_system
+from edge.bench import measure as bench
 from edge.bundle import load_bundle
 from edge.errors import NanocapError
 from edge.image import list_images, read_image

@@ -11,8 +11,8 @@ import pytest
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
-from edge import trt_build, trt_runner  # noqa: E402
-from edge.onnx_wire import float_image_inputs  # noqa: E402
+from edge.trt import build as trt_build, cuda as trt_cuda, runner as trt_runner  # noqa: E402
+from edge.trt.onnx_wire import float_image_inputs  # noqa: E402
 from edge.bundle import load_bundle  # noqa: E402
 from edge.errors import NanocapError  # noqa: E402
 from export.__main__ import main as export_main  # noqa: E402
@@ -33,7 +33,7 @@ def use_fake(monkeypatch, major, **flags):
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
     monkeypatch.setattr(trt_build, "_LOGGER", [])
     cuda = FakeCuda()
-    monkeypatch.setattr(trt_runner, "_CUDA", [cuda])
+    monkeypatch.setattr(trt_cuda, "_CUDA", [cuda])
     return fake, cuda
 
 

@@ -15,7 +15,7 @@ def real_trt():
     if getattr(trt, "FAKE", False):
         pytest.skip("fake tensorrt module")
     from edge.errors import NanocapError
-    from edge.trt_runner import cuda_device
+    from edge.trt.runner import cuda_device
     try:
         cuda_device()
     except NanocapError as exc:
@@ -27,7 +27,7 @@ def real_trt():
 def test_real_engine_matches_onnxruntime(real_trt, tiny_bundle, tmp_path, precision):
     ort = pytest.importorskip("onnxruntime")
     from edge.bundle import load_bundle
-    from edge.trt_runner import TrtGraph, engine_for
+    from edge.trt.runner import TrtGraph, engine_for
     copy = str(tmp_path / "b")
     shutil.copytree(tiny_bundle, copy)
     bundle = load_bundle(copy)

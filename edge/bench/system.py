@@ -157,7 +157,7 @@ def matmul_peak_with_threads(threads=None, n=1024, seconds=1.0):
     env = dict(os.environ)
     for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env[name] = str(int(threads))
-    code = ("from edge.bench_system import matmul_peak_gflops; "
+    code = ("from edge.bench.system import matmul_peak_gflops; "
             "print(matmul_peak_gflops(%d, %r))" % (n, seconds))
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")

@@ -33,11 +33,12 @@ import numpy as np
 
 from edge.bundle import sha256_file
 from edge.errors import NanocapError
-from edge.onnx_wire import float_image_inputs
+from edge.trt.calibrator import CALIB_BATCH, make_calibrator, write_bytes
+from edge.trt.cuda import cuda_device
+from edge.trt.onnx_wire import float_image_inputs
 
 DEFAULT_WORKSPACE_MB = 1024
 DEFAULT_MAX_BATCH = 16
-CALIB_BATCH = 8
 INSTALL_HINT = ("TensorRT's Python bindings are not installed: on a Jetson they come with "
                 "JetPack (sudo apt install python3-libnvinfer; in a venv use "
                 "--system-site-packages), on a desktop pip install tensorrt; "
@@ -148,14 +149,7 @@ def _save_timing_cache(config, path):
         return
     cache = config.get_timing_cache()
     if cache is not None:
-        _write_bytes(path, cache.serialize())
-
-
-def _write_bytes(path, data):
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as handle:
-        handle.write(bytes(memoryview(data)))
-    os.replace(tmp, path)
+        write_bytes(path, cache.serialize())
 
 
 def build_engine(onnx_path, engine_path, precision="fp16", workspace_mb=DEFAULT_WORKSPACE_MB,
@@ -166,7 +160,7 @@ def build_engine(onnx_path, engine_path, precision="fp16", workspace_mb=DEFAULT_
     ``precision``: fp32/fp16/int8 as built (see ``choose_precision`` first).
     ``calibration``: for int8, ``(feeds list or None, cache path)``; a cache that
     exists is used without feeds. ``cuda``: device-memory helper for the
-    calibrator (``edge.trt_runner.cuda_device()`` by default).
+    calibrator (``edge.trt.runner.cuda_device()`` by default).
     Returns the input dtypes of the built network ``{name: numpy dtype}``."""
     trt = import_tensorrt()
     log = log or _stderr
@@ -195,7 +189,7 @@ def build_engine(onnx_path, engine_path, precision="fp16", workspace_mb=DEFAULT_
     if serialized is None:
         raise NanocapError("TensorRT could not build an engine from %s (see the TensorRT "
                            "messages above; try a larger --workspace-mb)" % onnx_path)
-    _write_bytes(engine_path, serialized)
+    write_bytes(engine_path, serialized)
     _save_timing_cache(config, timing_cache)
     return input_dtypes
 
@@ -215,52 +209,6 @@ def new_builder(trt):
 
 def _stderr(message):
     sys.stderr.write(message + "\n")
-
-
-def make_calibrator(trt, feeds, cache_path, input_dtypes, cuda=None):
-    """An ``IInt8EntropyCalibrator2`` over ``feeds`` (dicts of equal-batch arrays)
-    that reads ``cache_path`` when it exists and writes it after calibrating."""
-    if not feeds and not (cache_path and os.path.isfile(cache_path)):
-        raise NanocapError("INT8 needs calibration images (--calib-images DIR) or an "
-                           "existing calibration cache %s" % cache_path)
-    if cuda is None and feeds:
-        from edge.trt_runner import cuda_device
-        cuda = cuda_device()
-
-    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
-        def __init__(self):
-            trt.IInt8EntropyCalibrator2.__init__(self)
-            self.items = iter(feeds or [])
-            self.memory = {}
-
-        def get_batch_size(self):
-            return CALIB_BATCH
-
-        def get_batch(self, names, *unused):
-            feed = next(self.items, None)
-            if feed is None:
-                return None
-            pointers = []
-            for name in names:
-                array = np.ascontiguousarray(feed[name], dtype=input_dtypes.get(name))
-                if name not in self.memory:
-                    self.memory[name] = cuda.alloc(array.nbytes)
-                cuda.to_device(self.memory[name], array)
-                pointers.append(int(self.memory[name]))
-            cuda.synchronize()
-            return pointers
-
-        def read_calibration_cache(self, *unused):
-            if cache_path and os.path.isfile(cache_path):
-                with open(cache_path, "rb") as handle:
-                    return handle.read()
-            return None
-
-        def write_calibration_cache(self, cache):
-            if cache_path:
-                _write_bytes(cache_path, cache)
-
-    return EntropyCalibrator()
 
 
 # -- the bundle's engines ---------------------------------------------------------
@@ -294,7 +242,6 @@ def ensure_engine(bundle, graph, precision="fp16", workspace_mb=DEFAULT_WORKSPAC
     trt = import_tensorrt()
     log = log or _stderr
     if cuda is None:
-        from edge.trt_runner import cuda_device
         cuda = cuda_device()
     onnx_path = bundle.graph_path(graph, "fp32")  # TensorRT picks fp16/int8 kernels itself
     version, gpu = trt_version(trt), cuda.name()

@@ -11,8 +11,8 @@ counted. Rows are plain dicts (the JSON schema of ``scripts/benchmark_fps.py``):
      "rss_mb", "providers", "agreement", "gflops_per_s"}
 
 Machine facts (CPU, memory, Jetson power mode and clocks, package versions)
-and the matrix-multiply peak live in ``edge.bench_system``; tables, markdown,
-JSON and the plot in ``edge.bench_report``.
+and the matrix-multiply peak live in ``edge.bench.system``; tables, markdown,
+JSON and the plot in ``edge.bench.report``.
 """
 import time
 

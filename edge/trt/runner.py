@@ -2,7 +2,7 @@
 
 Used by ``edge.backends.TrtBackend``::
 
-    from edge.trt_runner import TrtGraph, engine_for
+    from edge.trt.runner import TrtGraph, engine_for
     path = engine_for(bundle, "caption", "fp16", workspace_mb=1024)  # built once, cached
     graph = TrtGraph(path)
     tokens, logprobs = graph({"image": frames_uint8_NHWC})  # outputs in graph order
@@ -10,11 +10,11 @@ Used by ``edge.backends.TrtBackend``::
 
 - ``engine_for(bundle, graph, precision, workspace_mb=..., max_batch=...)`` returns
   the engine path beside the bundle's ONNX, building it on first use (see
-  ``edge/trt_build.py`` for naming, caching and the precision fallbacks; on the
+  ``edge/trt/build.py`` for naming, caching and the precision fallbacks; on the
   Nano an int8 request gives an fp16 engine).
 - ``TrtGraph(engine_path)``: ``__call__(feeds: {name: np.ndarray}) -> [np.ndarray]``
   in the graph's output order (from the engine's JSON sidecar). Feeds are cast
-  to the engine's input dtypes (uint8 frames -> float32, see trt_build); any
+  to the engine's input dtypes (uint8 frames -> float32, see edge.trt.build); any
   batch size works (split into chunks of the engine's max batch).
 - Device memory and streams go through ``cuda_device()``: pycuda (as on the
   Jetson) using the GPU's primary context, pushed around every call so the
@@ -22,84 +22,14 @@ Used by ``edge.backends.TrtBackend``::
   ``pycuda.autoinit``); tensorrt and pycuda are imported on first use, and
   their absence is one ``NanocapError`` line naming what to install.
 """
-import atexit
-import contextlib
 import os
 
 import numpy as np
 
 from edge.errors import NanocapError
-from edge.trt_build import (DEFAULT_MAX_BATCH, DEFAULT_WORKSPACE_MB, ensure_engine,
+from edge.trt.build import (DEFAULT_MAX_BATCH, DEFAULT_WORKSPACE_MB, ensure_engine,
                             import_tensorrt, read_sidecar, trt_logger)
-
-_CUDA = []
-
-
-class PyCudaDevice(object):
-    """Device memory, copies and one stream through pycuda (GPU 0's primary context)."""
-
-    def __init__(self, index=0):
-        try:
-            import pycuda.driver as cuda
-        except ImportError:
-            raise NanocapError("the TensorRT runner needs pycuda (JetPack: pip install pycuda "
-                               "inside the venv); or use the ONNX Runtime backend")
-        try:
-            cuda.init()
-            if cuda.Device.count() == 0:
-                raise NanocapError("no NVIDIA GPU found: TensorRT needs one")
-            self.device = cuda.Device(index)
-            self.context = self.device.retain_primary_context()
-        except cuda.Error as exc:
-            raise NanocapError("no usable NVIDIA GPU for TensorRT: %s" % exc)
-        self.cuda = cuda
-        with self.active():
-            self.stream = cuda.Stream()
-        atexit.register(self._release)
-
-    def _release(self):
-        try:
-            self.context.detach()
-        except Exception:  # interpreter shutdown: the driver may already be gone
-            pass
-
-    def name(self):
-        return self.device.name()
-
-    @contextlib.contextmanager
-    def active(self):
-        """Make the context current on this thread for the duration."""
-        self.context.push()
-        try:
-            yield
-        finally:
-            self.cuda.Context.pop()
-
-    def alloc(self, nbytes):
-        return self.cuda.mem_alloc(max(1, int(nbytes)))
-
-    # Host arrays are ordinary (pageable) numpy arrays, so the copies are the
-    # synchronous ones; they are ordered with the stream's work (a blocking
-    # stream synchronises with the legacy default stream these copies use).
-    def to_device(self, memory, array):
-        self.cuda.memcpy_htod(memory, array)
-
-    def to_host(self, array, memory):
-        self.cuda.memcpy_dtoh(array, memory)
-
-    def stream_handle(self):
-        return self.stream.handle
-
-    def synchronize(self):
-        self.stream.synchronize()
-
-
-def cuda_device():
-    """The process-wide device helper (created on first use)."""
-    if not _CUDA:
-        _CUDA.append(PyCudaDevice())
-    return _CUDA[0]
-
+from edge.trt.cuda import cuda_device
 
 def engine_for(bundle, graph, precision="fp16", workspace_mb=DEFAULT_WORKSPACE_MB,
                max_batch=DEFAULT_MAX_BATCH, log=None):

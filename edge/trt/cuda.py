@@ -1,0 +1,79 @@
+"""Device memory, copies and one stream for TensorRT, through pycuda.
+
+``cuda_device()`` is the process-wide helper: GPU 0's primary context, pushed
+around every call (``active()``) so engines run from any thread. pycuda is
+imported on first use (never ``pycuda.autoinit``); its absence is one
+``NanocapError`` line naming what to install.
+"""
+import atexit
+import contextlib
+
+from edge.errors import NanocapError
+
+_CUDA = []
+
+
+class PyCudaDevice(object):
+    """Device memory, copies and one stream through pycuda (GPU 0's primary context)."""
+
+    def __init__(self, index=0):
+        try:
+            import pycuda.driver as cuda
+        except ImportError:
+            raise NanocapError("the TensorRT runner needs pycuda (JetPack: pip install pycuda "
+                               "inside the venv); or use the ONNX Runtime backend")
+        try:
+            cuda.init()
+            if cuda.Device.count() == 0:
+                raise NanocapError("no NVIDIA GPU found: TensorRT needs one")
+            self.device = cuda.Device(index)
+            self.context = self.device.retain_primary_context()
+        except cuda.Error as exc:
+            raise NanocapError("no usable NVIDIA GPU for TensorRT: %s" % exc)
+        self.cuda = cuda
+        with self.active():
+            self.stream = cuda.Stream()
+        atexit.register(self._release)
+
+    def _release(self):
+        try:
+            self.context.detach()
+        except Exception:  # interpreter shutdown: the driver may already be gone
+            pass
+
+    def name(self):
+        return self.device.name()
+
+    @contextlib.contextmanager
+    def active(self):
+        """Make the context current on this thread for the duration."""
+        self.context.push()
+        try:
+            yield
+        finally:
+            self.cuda.Context.pop()
+
+    def alloc(self, nbytes):
+        return self.cuda.mem_alloc(max(1, int(nbytes)))
+
+    # Host arrays are ordinary (pageable) numpy arrays, so the copies are the
+    # synchronous ones; they are ordered with the stream's work (a blocking
+    # stream synchronises with the legacy default stream these copies use).
+    def to_device(self, memory, array):
+        self.cuda.memcpy_htod(memory, array)
+
+    def to_host(self, array, memory):
+        self.cuda.memcpy_dtoh(array, memory)
+
+    def stream_handle(self):
+        return self.stream.handle
+
+    def synchronize(self):
+        self.stream.synchronize()
+
+
+def cuda_device():
+    """The process-wide device helper (created on first use)."""
+    if not _CUDA:
+        _CUDA.append(PyCudaDevice())
+    return _CUDA[0]
