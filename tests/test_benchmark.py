@@ -20,9 +20,9 @@ ROW_KEYS = {"backend", "precision", "decode", "captions_per_s", "latency_ms", "s
 
 
 @pytest.fixture(scope="module")
-def frames(shared_data):
+def frames(real_data):
     """Four real Flickr8k photos (about 500x375), uint8 BGR."""
-    paths = list_images(os.path.join(shared_data, "flickr8k", "images"))[:4]
+    paths = list_images(os.path.join(real_data, "flickr8k", "images"))[:4]
     return [read_image(p) for p in paths]
 
 

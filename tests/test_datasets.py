@@ -1,4 +1,4 @@
-"""Dataset readers on the real files in ../shared/data."""
+"""Dataset readers on excerpts of the real files (tests/fixtures/data)."""
 import collections
 import json
 import os
@@ -14,25 +14,25 @@ def _splits(records):
     return collections.Counter(r.split for r in records)
 
 
-def test_flickr8k_token_file_with_split_lists(shared_data):
-    path = os.path.join(shared_data, "flickr8k", "Flickr8k.token.txt")
+def test_flickr8k_token_file_with_split_lists(real_data):
+    path = os.path.join(real_data, "flickr8k", "Flickr8k.token.txt")
     assert detect_format(path) == "token"
     records = load_dataset(path)
-    assert _splits(records) == {"train": 6000, "val": 1000, "test": 1000}
+    assert _splits(records) == {"train": 151, "val": 34, "test": 36}
     assert all(len(r.captions) == 5 for r in records)
     assert records[0].image_id == "1000268201_693b08cb0e.jpg"
     assert records[0].captions[0].startswith("A child in a pink dress")
     # the stray "2258277193_586949ec62.jpg.1" entry is in no split list: dropped, no crash
     assert not any(r.image_id.endswith(".1") for r in records)
-    assert records[0].path == os.path.join(shared_data, "flickr8k", "images", records[0].image_id)
+    assert records[0].path == os.path.join(real_data, "flickr8k", "images", records[0].image_id)
 
 
-def test_flickr8k_csv_same_as_token_file(shared_data):
-    base = os.path.join(shared_data, "flickr8k")
+def test_flickr8k_csv_same_as_token_file(real_data):
+    base = os.path.join(real_data, "flickr8k")
     csv_records = load_dataset(os.path.join(base, "captions.txt"))
     assert detect_format(os.path.join(base, "captions.txt")) == "csv"
     token = dict((r.image_id, r) for r in load_dataset(os.path.join(base, "Flickr8k.token.txt")))
-    assert len(csv_records) == 8000
+    assert len(csv_records) == 221
     with_comma = [r for r in csv_records if any("," in c for c in r.captions)]
     assert with_comma, "quoted captions with commas must keep their commas"
     for record in csv_records[:200] + with_comma[:50]:
@@ -40,8 +40,8 @@ def test_flickr8k_csv_same_as_token_file(shared_data):
         assert [c.strip() for c in record.captions] == token[record.image_id].captions
 
 
-def test_flickr30k_variants_without_split_lists(tmp_path, shared_data):
-    lines = open(os.path.join(shared_data, "flickr8k", "Flickr8k.token.txt")).read().splitlines()[:50]
+def test_flickr30k_variants_without_split_lists(tmp_path, real_data):
+    lines = open(os.path.join(real_data, "flickr8k", "Flickr8k.token.txt")).read().splitlines()[:50]
     token = tmp_path / "results_20130124.token"
     token.write_text("\n".join(lines) + "\n")
     pipe = tmp_path / "results.csv"
@@ -57,29 +57,29 @@ def test_flickr30k_variants_without_split_lists(tmp_path, shared_data):
     assert [r.split for r in from_token] == [hash_split(r.image_id, 0.05, 0.05) for r in from_token]
 
 
-def test_coco_captions_and_missing_images(shared_data):
-    path = os.path.join(shared_data, "coco", "captions_val2017.json")
+def test_coco_captions_and_missing_images(real_data):
+    path = os.path.join(real_data, "coco", "captions_val2017.json")
     assert detect_format(path) == "coco"
     records = load_dataset(path)
-    assert len(records) == 5000
-    assert sum(len(r.captions) for r in records) == 25014
+    assert len(records) == 64
+    assert sum(len(r.captions) for r in records) == 320
     assert isinstance(records[0].image_id, int)
     splits = _splits(records)
-    assert set(splits) == {"train", "val"} and 150 < splits["val"] < 400
+    assert splits == {"train": 58, "val": 6}  # the hash split holds out about 5%
     assert _splits(load_dataset(path)) == splits  # deterministic
     messages = []
     kept, missing = filter_existing(records, log=messages.append)
-    assert (len(kept), missing) == (159, 4841)
-    assert "4841 images missing" in messages[0]
+    assert (len(kept), missing) == (4, 60)
+    assert "60 images missing" in messages[0]
 
 
-def test_karpathy_files(shared_data):
-    flickr = os.path.join(shared_data, "karpathy", "dataset_flickr8k_excerpt_imgid0-27.json")
+def test_karpathy_files(real_data):
+    flickr = os.path.join(real_data, "karpathy", "dataset_flickr8k_excerpt_imgid0-27.json")
     assert detect_format(flickr) == "karpathy"
     records = load_dataset(flickr, images_dir="/imgs")
     assert len(records) == 28 and records[0].path == "/imgs/2513260012_03d33305cf.jpg"
     assert records[0].captions[0] == "A black dog is running after a white dog in the snow ."
-    coco = load_dataset(os.path.join(shared_data, "karpathy", "dataset_coco_excerpt_imgid0.json"),
+    coco = load_dataset(os.path.join(real_data, "karpathy", "dataset_coco_excerpt_imgid0.json"),
                         images_dir="/coco")
     assert coco[0].path == "/coco/val2014/COCO_val2014_000000391895.jpg"
     assert coco[0].split == "test" and coco[0].image_id == 391895

@@ -100,9 +100,9 @@ def test_eval_errors_are_one_line(tiny_checkpoint, synth_data, capsys):
     assert "not found" in err[1]
 
 
-def test_caption_two_real_images_and_a_bad_one(tiny_checkpoint, tiny_bundle, shared_data,
+def test_caption_two_real_images_and_a_bad_one(tiny_checkpoint, tiny_bundle, real_data,
                                                tmp_path, capsys):
-    image_dir = os.path.join(shared_data, "flickr8k", "images")
+    image_dir = os.path.join(real_data, "flickr8k", "images")
     real = sorted(os.listdir(image_dir))[:2]
     folder = tmp_path / "two"
     folder.mkdir()

@@ -87,26 +87,26 @@ def test_minutes_budget_stops_early(shapes, tmp_path, capsys):
         assert len(_log(run)) < 1000
 
 
-def test_coco_with_most_images_missing(shared_data, tmp_path):
-    result = _cli("fit", "--data", os.path.join(shared_data, "coco", "captions_val2017.json"),
-                  "--images-dir", os.path.join(shared_data, "coco", "val2017"),
+def test_coco_with_most_images_missing(real_data, tmp_path):
+    result = _cli("fit", "--data", os.path.join(real_data, "coco", "captions_val2017.json"),
+                  "--images-dir", os.path.join(real_data, "coco", "val2017"),
                   "--out", str(tmp_path / "run"), "--epochs", "1", *TINY)
     assert result.returncode == 0, result.stderr
-    assert "4841 images missing" in result.stdout
+    assert "60 images missing" in result.stdout
     train_line = [l for l in result.stdout.splitlines() if l.startswith("train ")][0]
     n_train, n_val = int(train_line.split()[1]), int(train_line.split()[4])
-    assert n_train + n_val == 159 and n_val > 0
+    assert n_train + n_val == 4 and n_val > 0
 
 
 @pytest.fixture
-def with_corrupt(shared_data, tmp_path):
+def with_corrupt(real_data, tmp_path):
     """A Karpathy file over 10 real Flickr8k JPEGs (1 val) and 2 corrupt ones (train)."""
     images = tmp_path / "images"
     images.mkdir()
-    real = sorted(os.listdir(os.path.join(shared_data, "flickr8k", "images")))[:10]
+    real = sorted(os.listdir(os.path.join(real_data, "flickr8k", "images")))[:10]
     entries = []
     for name in real:
-        shutil.copy(os.path.join(shared_data, "flickr8k", "images", name), str(images / name))
+        shutil.copy(os.path.join(real_data, "flickr8k", "images", name), str(images / name))
         entries.append((name, "a dog runs on the grass"))
     for name in ("truncated.jpg", "garbage.jpg"):
         shutil.copy(os.path.join(FIXTURES, "corrupt", name), str(images / name))
@@ -140,7 +140,7 @@ def test_random_crop_keeps_most_of_the_image():
     assert all(90 <= h <= 100 and 72 <= w <= 80 for h, w, _ in shapes) and len(shapes) > 1
 
 
-def test_bad_input_is_one_line(shared_data, tmp_path):
+def test_bad_input_is_one_line(real_data, tmp_path):
     empty = tmp_path / "captions.txt"
     empty.write_text("")
     _one_line_error(_cli("fit", "--data", str(empty), "--out", str(tmp_path / "a"), *TINY),
@@ -149,10 +149,10 @@ def test_bad_input_is_one_line(shared_data, tmp_path):
     odd.write_text("some notes\nnot captions at all\n")
     _one_line_error(_cli("fit", "--data", str(odd), "--out", str(tmp_path / "b"), *TINY),
                     "cannot tell the caption format")
-    token = os.path.join(shared_data, "flickr8k", "Flickr8k.token.txt")
+    token = os.path.join(real_data, "flickr8k", "Flickr8k.token.txt")
     result = _cli("fit", "--data", token, "--out", str(tmp_path / "c"), *TINY)
     _one_line_error(result, "no usable images in the train split")
-    assert "6000 listed" in result.stderr
+    assert "151 listed" in result.stderr
 
 
 def test_torchrun_two_processes(shapes, tmp_path):

@@ -44,9 +44,9 @@ def count_frames(path):
 
 
 @pytest.fixture(scope="module")
-def photo_video(shared_data, tmp_path_factory):
+def photo_video(real_data, tmp_path_factory):
     """A 160x120 30 FPS MJPG .avi of 4 real Flickr8k photos, each held 6 frames (24)."""
-    folder = os.path.join(shared_data, "flickr8k", "images")
+    folder = os.path.join(real_data, "flickr8k", "images")
     names = sorted(os.listdir(folder))[:4]
     path = str(tmp_path_factory.mktemp("video") / "in.avi")
     writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (160, 120))
@@ -128,11 +128,11 @@ def test_cli_without_torch_records_every_frame(tiny_bundle, photo_video, tmp_pat
     assert len(read_log(str(tmp_path / "caps.jsonl"))) == summary["captions"] >= 1
 
 
-def test_cli_images_beam_and_every(tiny_bundle, shared_data, tmp_path, blocker):
+def test_cli_images_beam_and_every(tiny_bundle, real_data, tmp_path, blocker):
     folder = tmp_path / "photos"
     folder.mkdir()
-    for name in sorted(os.listdir(os.path.join(shared_data, "flickr8k", "images")))[:3]:
-        shutil.copy(os.path.join(shared_data, "flickr8k", "images", name), str(folder))
+    for name in sorted(os.listdir(os.path.join(real_data, "flickr8k", "images")))[:3]:
+        shutil.copy(os.path.join(real_data, "flickr8k", "images", name), str(folder))
     result = run_edge([str(folder), "--bundle", tiny_bundle, "--headless", "--decode", "beam",
                        "--log", "caps.jsonl"], str(tmp_path), _env(blocker))
     assert result.returncode == 0, result.stderr

@@ -11,16 +11,16 @@ pytest.importorskip("pycocoevalcap")
 from train import metrics  # noqa: E402
 from train.__main__ import main as train_main  # noqa: E402
 
-# nlg-eval's own test expectations (../shared/data/metrics/README.md).
+# nlg-eval's own test expectations (tests/fixtures/data/metrics/README.md).
 NLG_EVAL = {"Bleu_1": 0.550000, "Bleu_2": 0.428174, "Bleu_3": 0.284043,
             "Bleu_4": 0.201143, "METEOR": 0.295797, "ROUGE_L": 0.522104,
             "CIDEr": 1.242192}
 needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="no java")
 
 
-def nlg_eval_texts(shared_data):
+def nlg_eval_texts(real_data):
     """``(refs {i: [ref1, ref2]}, hyps {i: hyp})`` from the nlg-eval example."""
-    folder = os.path.join(shared_data, "metrics", "nlg-eval")
+    folder = os.path.join(real_data, "metrics", "nlg-eval")
 
     def lines(name):
         with open(os.path.join(folder, name)) as handle:
@@ -47,8 +47,8 @@ def last_json(text):
 
 
 @needs_java
-def test_score_cli_reproduces_nlg_eval_to_six_places(shared_data, tmp_path, capsys):
-    ann, res = write_coco(tmp_path, *nlg_eval_texts(shared_data))
+def test_score_cli_reproduces_nlg_eval_to_six_places(real_data, tmp_path, capsys):
+    ann, res = write_coco(tmp_path, *nlg_eval_texts(real_data))
     assert train_main(["score", "--results", res, "--annotations", ann]) == 0
     out = capsys.readouterr().out
     scores = last_json(out)
@@ -58,16 +58,16 @@ def test_score_cli_reproduces_nlg_eval_to_six_places(shared_data, tmp_path, caps
     assert "Bleu_4" in out.splitlines()[-3]          # the table precedes the JSON
 
 
-def test_quick_scores_match_the_toolkit_on_clean_text(shared_data):
-    refs, hyps = nlg_eval_texts(shared_data)
+def test_quick_scores_match_the_toolkit_on_clean_text(real_data):
+    refs, hyps = nlg_eval_texts(real_data)
     quick = metrics.quick_scores(refs, hyps)
     assert set(quick) == {"Bleu_4", "CIDEr"}
     assert round(quick["Bleu_4"], 6) == NLG_EVAL["Bleu_4"]
     assert round(quick["CIDEr"], 6) == NLG_EVAL["CIDEr"]
 
 
-def test_without_java_one_line_and_python_tokenizer(shared_data, monkeypatch, capsys):
-    refs, hyps = nlg_eval_texts(shared_data)
+def test_without_java_one_line_and_python_tokenizer(real_data, monkeypatch, capsys):
+    refs, hyps = nlg_eval_texts(real_data)
     monkeypatch.setattr(metrics, "find_java", lambda: None)
     scores = metrics.coco_scores(refs, hyps)
     err = capsys.readouterr().err.strip().splitlines()
@@ -97,7 +97,7 @@ def test_score_cli_errors_are_one_line(tmp_path, capsys):
 
 
 @needs_java
-def test_agrees_with_pycocoevalcap_on_flickr8k(shared_data, tmp_path, capsys):
+def test_agrees_with_pycocoevalcap_on_flickr8k(real_data, tmp_path, capsys):
     """Real Flickr8k references: each image's first caption is the hypothesis,
     the other four its references; ``score`` equals COCOEvalCap run directly."""
     pytest.importorskip("pycocotools")
@@ -105,7 +105,7 @@ def test_agrees_with_pycocoevalcap_on_flickr8k(shared_data, tmp_path, capsys):
     from pycocotools.coco import COCO
 
     refs, hyps = {}, {}
-    with open(os.path.join(shared_data, "flickr8k", "Flickr8k.token.txt")) as handle:
+    with open(os.path.join(real_data, "flickr8k", "Flickr8k.token.txt")) as handle:
         for line in handle:
             name, caption = line.rstrip("\n").split("\t")
             image = name.split("#")[0]

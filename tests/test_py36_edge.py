@@ -40,8 +40,8 @@ def test_versions_are_the_floor(edge_only):
     assert result.stdout.split()[:2] == ["(3,", "6)"] and "1.19" in result.stdout
 
 
-def test_live_cli_on_py36(tiny_bundle, shared_data, edge_only):
-    folder = os.path.join(shared_data, "flickr8k", "images")
+def test_live_cli_on_py36(tiny_bundle, real_data, edge_only):
+    folder = os.path.join(real_data, "flickr8k", "images")
     writer = cv2.VideoWriter(os.path.join(edge_only, "in.avi"),
                              cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (160, 120))
     for name in sorted(os.listdir(folder))[:3]:

@@ -99,10 +99,10 @@ def test_file_source_reads_every_frame(tmp_path):
     assert len(frames) == 12 and frames[0].shape == (64, 96, 3)
 
 
-def test_image_folder_skips_corrupt(shared_data, tmp_path):
-    names = sorted(os.listdir(os.path.join(shared_data, "flickr8k", "images")))[:2]
+def test_image_folder_skips_corrupt(real_data, tmp_path):
+    names = sorted(os.listdir(os.path.join(real_data, "flickr8k", "images")))[:2]
     for name in names:
-        shutil.copy(os.path.join(shared_data, "flickr8k", "images", name), str(tmp_path))
+        shutil.copy(os.path.join(real_data, "flickr8k", "images", name), str(tmp_path))
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
     source = open_source(str(tmp_path))
     assert isinstance(source, ImageSource) and source.caption_each

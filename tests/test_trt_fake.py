@@ -112,10 +112,10 @@ def test_nano_has_no_int8_and_fp16_fallback(bundle_copy, monkeypatch):
 
 
 @pytest.mark.parametrize("graph", ["caption", "decoder_step"])
-def test_int8_calibration_writes_then_reads_cache(bundle_copy, monkeypatch, shared_data, graph):
+def test_int8_calibration_writes_then_reads_cache(bundle_copy, monkeypatch, real_data, graph):
     fake, _ = use_fake(monkeypatch, 10)
     bundle = load_bundle(bundle_copy)
-    images = os.path.join(shared_data, "flickr8k", "images")
+    images = os.path.join(real_data, "flickr8k", "images")
     path = trt_build.ensure_engine(bundle, graph, "int8", calib_images=images, log=str)
     assert ".int8.trt10.3.0." in path
     cache = os.path.join(bundle_copy, "%s.trt10.3.0.calib" % graph)
@@ -195,14 +195,14 @@ def test_no_gpu_is_one_clear_line(bundle_copy, monkeypatch, capsys):
 
 
 def test_export_writes_tensorrt_calibration_cache(tiny_checkpoint, tmp_path, monkeypatch,
-                                                   shared_data):
+                                                   real_data):
     """``export onnx --precision int8`` also calibrates TensorRT where it is importable."""
     from export.onnx_export import export_bundle
     fake, _ = use_fake(monkeypatch, 10)
     monkeypatch.setattr("export.onnx_export.tensorrt_present", lambda: True)
     out = str(tmp_path / "b")
     export_bundle(tiny_checkpoint, out, precisions=("fp32", "int8"),
-                  calib_images=os.path.join(shared_data, "flickr8k", "images"))
+                  calib_images=os.path.join(real_data, "flickr8k", "images"))
     for graph in ("caption", "encoder", "decoder_step"):
         assert os.path.isfile(os.path.join(out, "%s.trt10.3.0.calib" % graph))
     load_bundle(out)  # engines and caches beside the graphs leave the bundle valid

@@ -20,8 +20,8 @@ from tests.test_export import needs_py36, run_on_py36  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def images_dir(shared_data):
-    return os.path.join(shared_data, "flickr8k", "images")
+def images_dir(real_data):
+    return os.path.join(real_data, "flickr8k", "images")
 
 
 @pytest.fixture(scope="module")

@@ -33,13 +33,13 @@ def test_encode_decode_and_max_len():
     assert Vocabulary.from_dict(vocab.to_dict()).itos == vocab.itos
 
 
-def test_vocabulary_from_real_captions(shared_data):
+def test_vocabulary_from_real_captions(real_data):
     from train.datasets import by_split, load_dataset
-    records = load_dataset(os.path.join(shared_data, "flickr8k", "Flickr8k.token.txt"))
+    records = load_dataset(os.path.join(real_data, "flickr8k", "Flickr8k.token.txt"))
     train = by_split(records)["train"]
     tokens = [clean_caption(c) for r in train for c in r.captions]
     vocab = Vocabulary.build(tokens, min_count=5)
-    assert 2000 < len(vocab) < 4000  # Flickr8k at min count 5: about 2.9k words
+    assert 200 < len(vocab) < 400  # the 151-image excerpt at min count 5: 270 words
     assert vocab.itos[4] == "a"
     unk_rate = sum(vocab.stoi.get(w) is None for t in tokens for w in t) / float(sum(map(len, tokens)))
-    assert unk_rate < 0.03
+    assert unk_rate < 0.2  # (the whole Flickr8k train split: under 0.03)
