@@ -263,17 +263,27 @@ def agreement_report(model, vocab, bundle_dir, frames, source, log=print):
         log("  %-5s caption_match %.3f%s  %.2f ms/image  %.2fx fp32's speed"
             % (precision, match, "" if beam is None else "  beam_caption_match %.3f" % beam,
                speed[precision], ratio))
+    for line in verdicts(report):
+        log(line)
+    return report
+
+
+def verdicts(report):
+    """Plain lines for the variants of ``report`` (``agreement_report``'s figures)
+    that are slower than fp32, with a warning where also less faithful."""
+    lines = []
     fp32 = report["fp32"]["caption_match"]
-    for precision in precisions[1:]:
+    for precision in [p for p in report if p != "fp32"]:
         entry = report[precision]
         if entry["speed_vs_fp32"] < 1.0 and entry["caption_match"] < fp32:
-            log("export: WARNING: %s is both slower (%.2fx) and less faithful (caption_match "
-                "%.3f vs fp32's %.3f) than fp32 on this machine: use fp32 here (%s is meant "
-                "for TensorRT or ONNX Runtime on hardware with fast %s)"
-                % (precision, entry["speed_vs_fp32"], entry["caption_match"], fp32,
-                   precision, precision.upper()))
+            lines.append("export: WARNING: %s is both slower (%.2fx) and less faithful "
+                         "(caption_match %.3f vs fp32's %.3f) than fp32 on this machine: use "
+                         "fp32 here (%s is meant for hardware with fast %s, e.g. TensorRT "
+                         "on a GPU)" % (precision, entry["speed_vs_fp32"],
+                                        entry["caption_match"], fp32, precision,
+                                        precision.upper()))
         elif entry["speed_vs_fp32"] < 1.0:
-            log("export: note: %s is slower than fp32 on this machine (%.2fx); it pays off "
-                "where the hardware has fast %s (TensorRT on a GPU)"
-                % (precision, entry["speed_vs_fp32"], precision.upper()))
-    return report
+            lines.append("export: note: %s is slower than fp32 on this machine (%.2fx); it "
+                         "pays off where the hardware has fast %s (TensorRT on a GPU)"
+                         % (precision, entry["speed_vs_fp32"], precision.upper()))
+    return lines
