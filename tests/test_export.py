@@ -328,7 +328,8 @@ def test_export_prints_agreement_and_speed(tiny_checkpoint, tmp_path, capsys):
     images = write_images(str(tmp_path / "imgs"), 12)
     out = str(tmp_path / "b")
     assert export_main(["onnx", "--checkpoint", tiny_checkpoint, "--out", out,
-                        "--precision", "fp32,fp16,int8", "--calib-images", images]) == 0
+                        "--precision", "fp32,fp16,int8", "--calib-images", images,
+                        "--beam", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert any("agreement with PyTorch and speed against fp32 on 12 calibration" in l
                for l in lines)
@@ -339,6 +340,7 @@ def test_export_prints_agreement_and_speed(tiny_checkpoint, tmp_path, capsys):
     assert sorted(agreement) == ["fp16", "fp32", "int8"]
     assert agreement["fp32"]["caption_match"] == 1.0
     assert agreement["fp32"]["speed_vs_fp32"] == 1.0
+    assert agreement["fp32"]["beam_caption_match"] == 1.0
     assert all(e["ms_per_image"] > 0 for e in agreement.values())
 
 
