@@ -212,7 +212,7 @@ def _replace_dir(new, old):
 
 def tensorrt_calibration(bundle_dir, calib_images, log=print):
     """Where TensorRT is importable, write its INT8 calibration cache for every graph
-    (``<graph>.trt<version>.calib``, reused by ``export trt --precision int8`` and the
+    (``<graph>.<ONNX sha256[:16]>.trt<version>.calib``, reused by ``export trt --precision int8`` and the
     device) by building the INT8 engines here. Without TensorRT or a GPU: a note."""
     if not tensorrt_present():
         return []
