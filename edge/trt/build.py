@@ -110,7 +110,8 @@ def fastest_precision(log=None):
     every recent GPU), else fp32. Said on ``log`` when given."""
     trt = import_tensorrt()
     builder = new_builder(trt)
-    precision = "fp16" if getattr(builder, "platform_has_fast_fp16", False) else "fp32"
+    # deprecated in TensorRT 10.5 (every GPU it supports has fast FP16): absent -> True
+    precision = "fp16" if getattr(builder, "platform_has_fast_fp16", True) else "fp32"
     if log:
         log("TensorRT: precision %s (the fastest this GPU supports; --precision chooses "
             "another)" % precision)
