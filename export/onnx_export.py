@@ -97,8 +97,11 @@ def check_arguments(precisions, max_len, beam, batch, calib_images, data, out_di
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise NanocapError("--out %s exists and is not a directory" % out_dir)
     parent = os.path.dirname(os.path.abspath(out_dir))
-    if not os.path.isdir(parent):
-        raise NanocapError("--out %s: its parent directory %s does not exist" % (out_dir, parent))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        raise NanocapError("--out %s cannot be created (%s is not a writable directory)"
+                           % (out_dir, parent))
     return precisions
 
 
@@ -140,6 +143,7 @@ def export_bundle(checkpoint_path, out_dir, precisions=("fp32",), max_len=None,
     if calib_images or agreement_log:
         frames, source = check_frames(calib_images, size)  # also checks the images early
     parent = os.path.dirname(os.path.abspath(out_dir))
+    os.makedirs(parent, exist_ok=True)
     work = tempfile.mkdtemp(prefix=".%s.partial-" % os.path.basename(os.path.abspath(out_dir)),
                             dir=parent)
     try:

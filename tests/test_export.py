@@ -254,8 +254,13 @@ def test_bad_arguments_fail_before_anything_is_written(tiny_bundle, tiny_checkpo
     shutil.copytree(tiny_bundle, out)
     not_dir = str(tmp_path / "file.txt")
     open(not_dir, "w").write("x")
+    garbage = str(tmp_path / "garbage")
+    os.makedirs(garbage)
+    open(os.path.join(garbage, "a.jpg"), "wb").write(b"not a jpeg")
     before = _snapshot(out)
     bad = [(["--precision", "fp32,int8"], "--calib-images"),
+           (["--precision", "int8", "--calib-images", garbage], "no readable images"),
+           (["--out", os.path.join(not_dir, "sub")], "cannot be created"),
            (["--precision", "int8", "--calib-images", not_dir], "not a directory"),
            (["--precision", "fp8"], "unknown precision fp8"),
            (["--max-len", "0"], "--max-len"),
@@ -271,6 +276,10 @@ def test_bad_arguments_fail_before_anything_is_written(tiny_bundle, tiny_checkpo
     assert export_main(["onnx", "--checkpoint", tiny_checkpoint, "--out", fresh,
                         "--precision", "int8"]) == 2
     assert "--calib-images" in _one_line(capsys) and not os.path.exists(fresh)
+    nested = str(tmp_path / "new" / "dirs" / "b")  # missing parents are made
+    assert export_main(["onnx", "--checkpoint", tiny_checkpoint, "--out", nested,
+                        "--no-check"]) == 0
+    assert load_bundle(nested).max_len == 8
 
 
 def test_failed_export_keeps_the_old_bundle(tiny_bundle, tiny_checkpoint, tmp_path,
