@@ -16,18 +16,13 @@ ONNX model with ONNX Runtime (CPU) on data read from ``FakeCuda`` memory, so the
 runner's shapes, dtypes, copies and output order are really exercised. The
 calls made are recorded in ``module.calls`` for assertions.
 
-Failure modes kept as the real API has them (8.2 and 10.x alike):
-- ``Runtime.deserialize_cuda_engine`` returns None for bytes it cannot read;
-- ``IBuilderConfig.create_timing_cache`` returns None for a blob that is not a
-  timing cache (the C++ API's nullptr);
-- ``build_serialized_network`` returns None when the build fails, e.g. when
-  INT8 calibration got no batch (TensorRT logs "Calibration failure");
-- the calibrator's methods are called from C++ ``noexcept`` trampolines: an
-  exception escaping ``get_batch``/``read_calibration_cache``/
-  ``write_calibration_cache``/``get_batch_size`` terminates the real process
-  (std::terminate, no Python traceback). The fake raises ``CalibratorAbort``, a
-  ``BaseException`` no ``except Exception`` and no ``run_cli`` catches, so a test
-  sees the abort instead of a tidy error.
+Failure modes as in the real API (8.2 and 10.x): ``deserialize_cuda_engine``
+and ``create_timing_cache`` return None for bytes they cannot read;
+``build_serialized_network`` returns None when the build fails (e.g. INT8
+calibration got no batch); an exception escaping a calibrator method (called
+from C++ ``noexcept`` code) terminates the real process with no traceback: the
+fake raises ``CalibratorAbort``, a ``BaseException`` that neither ``except
+Exception`` nor ``run_cli`` catches, so a test sees the abort.
 """
 import json
 import types
