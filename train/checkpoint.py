@@ -44,13 +44,13 @@ def read_checkpoint(path):
     with open(path, "rb") as handle:
         head = handle.read(4)
     if head != ZIP_MAGIC:
-        raise NanocapError("not a nanocap checkpoint: %s (%s; expected the .pt file written "
-                           "by train fit)" % (path, _looks_like(path, head)))
+        raise NanocapError("cannot read checkpoint %s: %s, not a nanocap checkpoint (the .pt "
+                           "file written by train fit)" % (path, _looks_like(path, head)))
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        raise NanocapError("not a nanocap checkpoint: %s holds Python objects other than "
-                           "tensors and plain data; refused, since loading them could run "
+        raise NanocapError("cannot read checkpoint %s: it holds Python objects other than "
+                           "tensors and plain data, refused since loading them could run "
                            "code" % path)
     except Exception as exc:  # zip/storage errors vary by torch version
         raise NanocapError("cannot read checkpoint %s: the file is damaged or truncated (%s)"
@@ -63,12 +63,12 @@ def read_checkpoint(path):
 def _looks_like(path, head):
     """A short guess at what a non-checkpoint file is, for the error line."""
     if path.lower().endswith(".onnx"):
-        return "an ONNX graph"
+        return "it is an ONNX graph"
     if not head:
-        return "an empty file"
+        return "it is an empty file"
     if head[:1] == b"\x80":
-        return "a plain pickle, which is never loaded"
-    return "not a PyTorch zip archive"
+        return "it is a plain pickle (never loaded: it could run code)"
+    return "it is not a PyTorch zip archive"
 
 
 def load_checkpoint(path, device="cpu"):
