@@ -215,18 +215,24 @@ class OrtBackend(Backend):
 class TrtBackend(Backend):
     """Native TensorRT engines through ``edge.trt.runner`` (built on first run, cached).
 
-    Engines are built from the fp32 ONNX; ``precision`` selects TensorRT's kernels."""
+    Engines are built from the fp32 ONNX; ``precision`` selects TensorRT's kernels.
+    ``precision=None``: the fastest the GPU supports (fp16 on a Nano, see
+    ``edge.trt.build.fastest_precision``), said on ``log`` (a stream; stderr)."""
 
     name = "trt"
     onnx_precision = "fp32"
 
-    def __init__(self, bundle, precision="fp32", decode="greedy", beam_size=3,
-                 workspace_mb=None):
-        Backend.__init__(self, bundle, precision, decode, beam_size)
+    def __init__(self, bundle, precision=None, decode="greedy", beam_size=3,
+                 workspace_mb=None, log=None):
         self.runner = import_trt_runner()
         check = getattr(self.runner, "import_tensorrt", None)
         if check:
             check()  # names TensorRT first where both it and pycuda are missing
+        if precision is None:
+            from edge.trt.build import fastest_precision
+            stream = log or sys.stderr
+            precision = fastest_precision(log=lambda m: stream.write("nanocap: %s\n" % m))
+        Backend.__init__(self, bundle, precision, decode, beam_size)
         self.workspace_mb = workspace_mb
         self.engines = {}
         self._open_all()
@@ -275,12 +281,14 @@ def _as_bundle(bundle):
     return bundle
 
 
-def open_backend(bundle, backend="auto", precision="fp32", decode="greedy", beam_size=3,
+def open_backend(bundle, backend="auto", precision=None, decode="greedy", beam_size=3,
                  providers=None, workspace_mb=None, log=None):
     """Open a captioning backend on ``bundle`` (a directory path or a loaded ``Bundle``).
 
     ``backend``: "ort", "trt", or "auto" (TensorRT where it is installed, falling
     back to ONNX Runtime with a note on ``log``, else ONNX Runtime).
+    ``precision``: fp32/fp16/int8; None picks per backend: TensorRT's fastest
+    on this GPU (fp16 on a Nano; said on ``log``), fp32 for ONNX Runtime.
     ``providers``: ONNX Runtime providers to try (default TensorRT -> CUDA -> CPU).
     """
     if backend not in BACKENDS:
@@ -288,10 +296,11 @@ def open_backend(bundle, backend="auto", precision="fp32", decode="greedy", beam
     bundle = _as_bundle(bundle)
     if backend == "trt" or (backend == "auto" and tensorrt_present()):
         try:
-            return TrtBackend(bundle, precision, decode, beam_size, workspace_mb=workspace_mb)
+            return TrtBackend(bundle, precision, decode, beam_size, workspace_mb=workspace_mb,
+                              log=log)
         except NanocapError as exc:
             if backend == "trt":
                 raise
             (log or sys.stderr).write("nanocap: TensorRT not usable (%s); using ONNX Runtime\n"
                                       % exc)
-    return OrtBackend(bundle, precision, decode, beam_size, providers=providers)
+    return OrtBackend(bundle, precision or "fp32", decode, beam_size, providers=providers)

@@ -29,11 +29,12 @@ def calibration_images(directory, size, limit=DEFAULT_IMAGES, log=None):
             skipped += 1
         if len(frames) >= limit:
             break
+    if not frames:
+        raise NanocapError("no readable images for int8 calibration in %s%s" % (
+            directory, " (%d unreadable)" % skipped if skipped else ""))
     if skipped:
         (log or sys.stderr).write("calibration: skipped %d unreadable image(s) in %s\n"
                                   % (skipped, directory))
-    if not frames:
-        raise NanocapError("no readable images for int8 calibration in %s" % directory)
     return np.stack(frames)
 
 

@@ -33,7 +33,9 @@ def get_parser():
     add("--headless", action="store_true", help="no window (recording and log still work)")
     add("--log", metavar="FILE.jsonl", help="one JSON line per new caption")
     add("--backend", default="auto", choices=("auto", "ort", "trt"))
-    add("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
+    add("--precision", default=None, choices=("fp32", "fp16", "int8"),
+        help="default: the fastest the TensorRT GPU supports (fp16 on a Nano), "
+             "fp32 with ONNX Runtime")
     add("--decode", default="greedy", choices=("greedy", "beam"))
     add("--beam-size", type=int, default=3, help="beam width for --decode beam")
     add("--providers", help="ONNX Runtime providers to try, comma-separated "

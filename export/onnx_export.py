@@ -8,7 +8,10 @@ only, and checked against the JetPack 4.6 floor (``export/floor.py``).
 """
 import datetime
 import os
+import shutil
+import tempfile
 
+import numpy as np
 import onnx
 import torch
 
@@ -23,6 +26,8 @@ from train.checkpoint import load_checkpoint
 
 OPSET = 13
 GRAPHS = ("caption", "encoder", "decoder_step")
+
+
 def export_graph(module, inputs, path, graph):
     """Trace ``module`` to ONNX at ``path`` (opset 13, IR 7, dynamic batch only)."""
     input_names, output_names = GRAPH_IO[graph]
@@ -72,9 +77,48 @@ def parse_precisions(text):
     return tuple(["fp32"] + [p for p in PRECISIONS[1:] if p in wanted])
 
 
+def check_arguments(precisions, max_len, beam, batch, calib_images, data, out_dir):
+    """Every argument of ``export_bundle`` checked before anything is written:
+    ``NanocapError`` naming the first bad one. Returns the parsed precisions."""
+    precisions = parse_precisions(precisions)
+    if max_len is not None and int(max_len) < 1:
+        raise NanocapError("--max-len must be at least 1, not %s" % max_len)
+    if beam and int(beam) < 2:
+        raise NanocapError("--beam must be 2 or more (greedy is caption.onnx), not %s" % beam)
+    if int(batch) < 1:
+        raise NanocapError("--batch must be at least 1, not %s" % batch)
+    if "int8" in precisions and not calib_images:
+        raise NanocapError("--precision int8 needs --calib-images DIR (a directory of images "
+                           "like the ones the model will see)")
+    if calib_images and not os.path.isdir(calib_images):
+        raise NanocapError("--calib-images %s is not a directory" % calib_images)
+    if data and not os.path.exists(data):
+        raise NanocapError("--data %s not found" % data)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise NanocapError("--out %s exists and is not a directory" % out_dir)
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        raise NanocapError("--out %s cannot be created (%s is not a writable directory)"
+                           % (out_dir, parent))
+    return precisions
+
+
+def check_frames(calib_images, size, count=32):
+    """``(frames uint8 [K,H,W,3], what they are)`` for the agreement report: up to
+    ``count`` calibration images, else 16 seeded random-noise frames."""
+    if calib_images:
+        from edge.calibration import calibration_images
+        frames = calibration_images(calib_images, size, limit=count)
+        return frames, "calibration image(s) from %s" % calib_images
+    frames = np.random.RandomState(0).randint(0, 256, (16,) + tuple(size) + (3,))
+    return frames.astype(np.uint8), "random-noise frames (--calib-images DIR gives real ones)"
+
+
 def export_bundle(checkpoint_path, out_dir, precisions=("fp32",), max_len=None,
                   calib_images=None, batch=1, data=None, split="test", score_limit=None,
-                  beam=0, length_norm=DEFAULT_LENGTH_NORM):
+                  beam=0, length_norm=DEFAULT_LENGTH_NORM, agreement_log=None):
     """Export ``checkpoint_path`` to the bundle directory ``out_dir``; returns the meta dict.
 
     ``precisions``: any of fp32/fp16/int8 (fp32 always). ``max_len``: greedy steps T
@@ -83,17 +127,49 @@ def export_bundle(checkpoint_path, out_dir, precisions=("fp32",), max_len=None,
     ``data``: a dataset to score every precision on (``train.evaluate``).
     ``beam``: K >= 2 adds ``caption_beam.onnx``, beam search with K beams in one
     graph (``meta["beam"]`` records K and the length normalisation).
+    ``agreement_log``: a ``print``-like callable: measure and report every
+    precision's agreement with PyTorch and speed against fp32
+    (``export.verify.agreement_report``); the figures are returned in
+    ``meta["agreement"]`` (not written to ``nanocap.json``).
+
+    Arguments are checked before anything is written; the bundle is built in a
+    temporary folder beside ``out_dir`` that replaces ``out_dir`` only when it
+    is complete, so a failed export leaves the old bundle as it was.
     """
-    precisions = parse_precisions(precisions)
+    precisions = check_arguments(precisions, max_len, beam, batch, calib_images, data, out_dir)
     model, vocab, payload = load_checkpoint(checkpoint_path)
-    max_len = int(max_len or model.config.max_len)
-    if max_len < 1:
-        raise NanocapError("--max-len must be at least 1")
-    if beam and int(beam) < 2:
-        raise NanocapError("--beam must be 2 or more (greedy is caption.onnx)")
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise NanocapError("--out %s exists and is not a directory" % out_dir)
-    os.makedirs(out_dir, exist_ok=True)
+    size = (model.config.image_size, model.config.image_size)
+    frames = source = None
+    if calib_images or agreement_log:
+        frames, source = check_frames(calib_images, size)  # also checks the images early
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    os.makedirs(parent, exist_ok=True)
+    work = tempfile.mkdtemp(prefix=".%s.partial-" % os.path.basename(os.path.abspath(out_dir)),
+                            dir=parent)
+    try:
+        meta = _write_bundle(work, model, vocab, payload, checkpoint_path, precisions,
+                             int(max_len or model.config.max_len), calib_images, batch, beam,
+                             length_norm)
+        report = None
+        if agreement_log:
+            from export.verify import agreement_report
+            report = agreement_report(model, vocab, work, frames, source, log=agreement_log)
+        if data:
+            for precision in precisions:
+                score_bundle(work, precision, data, split, score_limit)
+            meta = load_bundle(work).meta
+        _replace_dir(work, out_dir)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    if report is not None:
+        meta = dict(meta, agreement=report)
+    return meta
+
+
+def _write_bundle(out_dir, model, vocab, payload, checkpoint_path, precisions, max_len,
+                  calib_images, batch, beam, length_norm):
+    """Write every graph, variant and ``nanocap.json`` into the empty ``out_dir``."""
     graphs = {}
     for graph in GRAPHS + (("caption_beam",) if beam else ()):
         module = build_graph(graph, model, vocab, max_len, beam, length_norm)
@@ -116,16 +192,31 @@ def export_bundle(checkpoint_path, out_dir, precisions=("fp32",), max_len=None,
     meta = write_meta(out_dir, meta)
     if "int8" in precisions:
         tensorrt_calibration(out_dir, calib_images)
-    if data:
-        for precision in precisions:
-            score_bundle(out_dir, precision, data, split, score_limit)
-        meta = load_bundle(out_dir).meta
     return meta
+
+
+def _replace_dir(new, old):
+    """Put the complete directory ``new`` in the place of ``old`` (which may not
+    exist): ``old`` is moved aside, ``new`` renamed, then the old one deleted."""
+    aside = None
+    if os.path.isdir(old):
+        aside = tempfile.mkdtemp(prefix=".%s.old-" % os.path.basename(os.path.abspath(old)),
+                                 dir=os.path.dirname(os.path.abspath(old)))
+        os.rmdir(aside)
+        os.rename(old, aside)
+    try:
+        os.rename(new, old)
+    except OSError:
+        if aside:
+            os.rename(aside, old)
+        raise
+    if aside:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def tensorrt_calibration(bundle_dir, calib_images, log=print):
     """Where TensorRT is importable, write its INT8 calibration cache for every graph
-    (``<graph>.trt<version>.calib``, reused by ``export trt --precision int8`` and the
+    (``<graph>.<ONNX sha256[:16]>.trt<version>.calib``, reused by ``export trt --precision int8`` and the
     device) by building the INT8 engines here. Without TensorRT or a GPU: a note."""
     if not tensorrt_present():
         return []
@@ -167,6 +258,8 @@ def add_arguments(parser):
                         help="dataset to score each precision on (stored in nanocap.json)")
     parser.add_argument("--split", default="test", help="split of --data to score")
     parser.add_argument("--limit", type=int, help="score at most N images")
+    parser.add_argument("--no-check", action="store_true",
+                        help="skip the agreement and speed check against PyTorch and fp32")
 
 
 def run(args):
@@ -174,10 +267,12 @@ def run(args):
     meta = export_bundle(args.checkpoint, args.out, precisions=args.precision,
                          max_len=args.max_len, calib_images=args.calib_images,
                          batch=args.batch, data=args.data, split=args.split,
-                         score_limit=args.limit, beam=args.beam)
+                         score_limit=args.limit, beam=args.beam,
+                         agreement_log=None if args.no_check else print)
     for name, digest in sorted(meta["files"].items()):
         size = os.path.getsize(os.path.join(args.out, name))
         print("%-28s %8.1f KiB  sha256 %s" % (name, size / 1024.0, digest[:16]))
     print(json.dumps({"bundle": args.out, "files": sorted(meta["files"]),
-                      "max_len": meta["max_len"], "scores": meta.get("scores", {})}))
+                      "max_len": meta["max_len"], "scores": meta.get("scores", {}),
+                      "agreement": meta.get("agreement", {})}, sort_keys=True))
     return 0

@@ -106,12 +106,14 @@ def model_cost(bundle, beam_size):
 def live_row(bundle, source, frames):
     """The end-to-end live loop (``edge.live.run_live``: capture thread ->
     async captioner -> overlay, headless, no recording) for ``frames`` frames,
-    a video file paced like a camera (``--realtime``); backend auto, fp32, greedy."""
+    a video file paced like a camera (``--realtime``); backend auto at the live
+    captioner's default precision (TensorRT: the GPU's fastest; ONNX Runtime:
+    fp32), greedy."""
     from edge.backends import open_backend
     from edge.live import run_live
     from edge.sources import open_source, parse_uri
     src = open_source(source)
-    backend = open_backend(bundle, "auto", "fp32", "greedy")
+    backend = open_backend(bundle, "auto", None, "greedy")
     realtime = parse_uri(source).kind == "file"     # cameras and synthetic:// pace themselves
     summary = run_live(src, backend, sinks=(), log=None, realtime=realtime, max_frames=frames,
                        message=lambda text: None)

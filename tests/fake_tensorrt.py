@@ -15,6 +15,14 @@ The "engine" is the parsed ONNX bytes behind a JSON line; executing it runs the
 ONNX model with ONNX Runtime (CPU) on data read from ``FakeCuda`` memory, so the
 runner's shapes, dtypes, copies and output order are really exercised. The
 calls made are recorded in ``module.calls`` for assertions.
+
+Failure modes as in the real API (8.2 and 10.x): ``deserialize_cuda_engine``
+and ``create_timing_cache`` return None for bytes they cannot read;
+``build_serialized_network`` returns None when the build fails (e.g. INT8
+calibration got no batch); an exception escaping a calibrator method (called
+from C++ ``noexcept`` code) terminates the real process with no traceback: the
+fake raises ``CalibratorAbort``, a ``BaseException`` that neither ``except
+Exception`` nor ``run_cli`` catches, so a test sees the abort.
 """
 import json
 import types
@@ -23,6 +31,21 @@ from contextlib import contextmanager
 import numpy as np
 
 MEMORY = {}  # fake device pointer -> bytearray
+TIMING_MAGIC = b"FAKE-TIMING-CACHE\n"
+
+
+class CalibratorAbort(BaseException):
+    """What real TensorRT does when a calibrator callback raises: the process
+    aborts (std::terminate from a noexcept function)."""
+
+
+def _noexcept(callback, *args):
+    """Call a Python calibrator method as TensorRT's C++ trampoline does."""
+    try:
+        return callback(*args)
+    except BaseException as exc:
+        raise CalibratorAbort("terminate called after an exception in %s: %r"
+                              % (getattr(callback, "__name__", callback), exc))
 
 
 class FakeMem(object):
@@ -168,11 +191,11 @@ def make_fake_tensorrt(major=8, fast_fp16=True, fast_int8=True):
             self.shapes[name] = (tuple(mini), tuple(opt), tuple(maxi))
 
     class TimingCache(object):
-        def __init__(self, data):
-            self.data = bytes(data)
+        def __init__(self, entries):
+            self.entries = entries
 
         def serialize(self):
-            return self.data + b"+timing"
+            return memoryview(TIMING_MAGIC + b"%d" % (self.entries + 1))
 
     class Config(object):
         def __init__(self):
@@ -201,9 +224,21 @@ def make_fake_tensorrt(major=8, fast_fp16=True, fast_int8=True):
             object.__setattr__(self, "calibration_profile", profile)
 
         def create_timing_cache(self, data):
-            return TimingCache(data)
+            data = bytes(data)
+            if not data:
+                return TimingCache(0)
+            if not data.startswith(TIMING_MAGIC):
+                trt.calls.append("timing cache rejected")
+                return None
+            try:
+                return TimingCache(int(data[len(TIMING_MAGIC):]))
+            except ValueError:
+                trt.calls.append("timing cache rejected")
+                return None
 
         def set_timing_cache(self, cache, ignore_mismatch):
+            if not isinstance(cache, TimingCache):  # pybind11 rejects None / other types
+                raise TypeError("set_timing_cache(): incompatible function arguments")
             object.__setattr__(self, "timing", cache)
             return True
 
@@ -239,8 +274,9 @@ def make_fake_tensorrt(major=8, fast_fp16=True, fast_int8=True):
             else:
                 assert config.limits["WORKSPACE"] > 0
             assert len(config.profiles) == 1
-            if "INT8" in config.flags:
-                _calibrate(network, config)
+            if "INT8" in config.flags and not _calibrate(network, config):
+                trt.calls.append("calibration failure")
+                return None  # "Calibration failure occurred with no scaling factors"
             profile = config.profiles[0].shapes
             head = {"fake": True, "flags": sorted(config.flags),
                     "inputs": [(t.name, t.dtype) for t in network.inputs],
@@ -249,25 +285,29 @@ def make_fake_tensorrt(major=8, fast_fp16=True, fast_int8=True):
             return memoryview(json.dumps(head).encode("utf-8") + b"\n" + network.onnx)
 
     def _calibrate(network, config):
+        """True when calibrated (from the cache or from batches)."""
         calibrator = config.int8_calibrator
         assert isinstance(calibrator, trt.IInt8EntropyCalibrator2)
         assert config.calibration_profile is not None
-        if calibrator.read_calibration_cache():
+        if _noexcept(calibrator.read_calibration_cache):
             trt.calls.append("calibration cache read")
-            return
+            return True
         names = [t.name for t in network.inputs]
+        batch = _noexcept(calibrator.get_batch_size)
         batches = 0
         while True:
-            pointers = calibrator.get_batch(names)
+            pointers = _noexcept(calibrator.get_batch, names)
             if not pointers:
                 break
-            batch = calibrator.get_batch_size()
             for tensor, pointer in zip(network.inputs, pointers):
                 read(pointer, dtypes[tensor.dtype], (batch,) + tensor.shape[1:])
             batches += 1
-        assert batches > 0
+        if not batches:
+            return False
         trt.calls.append("calibrated %d batches" % batches)
-        calibrator.write_calibration_cache(b"FAKE-EntropyCalibration2 %d" % batches)
+        _noexcept(calibrator.write_calibration_cache,
+                  memoryview(b"FAKE-EntropyCalibration2 %d" % batches))
+        return True
 
     trt.Builder = Builder
 

@@ -34,6 +34,22 @@ def torch_greedy(model, images, vocab, max_len):
     return greedy_search(model.step, state, vocab.start_id, vocab.end_id, max_len)
 
 
+def write_images(directory, n=24, seed=1):
+    """``n`` small synthetic JPEG photos (a coloured disc on a plain background) in
+    ``directory``: calibration / verification images without ../shared data."""
+    import cv2
+    os.makedirs(directory, exist_ok=True)
+    rs = np.random.RandomState(seed)
+    for i in range(n):
+        img = np.zeros((80, 96, 3), np.uint8)
+        img[:] = rs.randint(0, 255, 3)
+        colour = tuple(int(c) for c in rs.randint(0, 255, 3))
+        cv2.circle(img, (int(rs.randint(20, 70)), int(rs.randint(20, 60))),
+                   int(rs.randint(5, 20)), colour, -1)
+        cv2.imwrite(os.path.join(directory, "%02d.jpg" % i), img)
+    return directory
+
+
 def _session(path):
     return ort.InferenceSession(path, providers=["CPUExecutionProvider"])
 
@@ -217,3 +233,135 @@ def test_beam_graph_matches_pytorch_beam_search(tiny_checkpoint, tmp_path):
     np.testing.assert_allclose(scores, ref_scores.numpy(), atol=1e-4)
     if os.path.exists(VENV36):
         np.testing.assert_array_equal(run_on_py36(path, images, tmp_path), tokens)
+
+
+def _snapshot(directory):
+    """{file name: bytes} of a directory, and the names beside it (temp folders)."""
+    files = dict((n, open(os.path.join(directory, n), "rb").read())
+                 for n in sorted(os.listdir(directory)))
+    return files, sorted(os.listdir(os.path.dirname(directory)))
+
+
+def _one_line(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_bad_arguments_fail_before_anything_is_written(tiny_bundle, tiny_checkpoint, tmp_path,
+                                                        capsys):
+    out = str(tmp_path / "b")
+    shutil.copytree(tiny_bundle, out)
+    not_dir = str(tmp_path / "file.txt")
+    open(not_dir, "w").write("x")
+    garbage = str(tmp_path / "garbage")
+    os.makedirs(garbage)
+    open(os.path.join(garbage, "a.jpg"), "wb").write(b"not a jpeg")
+    before = _snapshot(out)
+    bad = [(["--precision", "fp32,int8"], "--calib-images"),
+           (["--precision", "int8", "--calib-images", garbage], "no readable images"),
+           (["--out", os.path.join(not_dir, "sub")], "cannot be created"),
+           (["--precision", "int8", "--calib-images", not_dir], "not a directory"),
+           (["--precision", "fp8"], "unknown precision fp8"),
+           (["--max-len", "0"], "--max-len"),
+           (["--beam", "1"], "--beam"),
+           (["--batch", "0"], "--batch"),
+           (["--data", str(tmp_path / "none.json")], "none.json")]
+    for extra, words in bad:
+        code = export_main(["onnx", "--checkpoint", tiny_checkpoint, "--out", out] + extra)
+        line = _one_line(capsys)
+        assert code == 2 and words in line, (extra, line)
+        assert _snapshot(out) == before, extra
+    fresh = str(tmp_path / "fresh")
+    assert export_main(["onnx", "--checkpoint", tiny_checkpoint, "--out", fresh,
+                        "--precision", "int8"]) == 2
+    assert "--calib-images" in _one_line(capsys) and not os.path.exists(fresh)
+    nested = str(tmp_path / "new" / "dirs" / "b")  # missing parents are made
+    assert export_main(["onnx", "--checkpoint", tiny_checkpoint, "--out", nested,
+                        "--no-check"]) == 0
+    assert load_bundle(nested).max_len == 8
+
+
+def test_failed_export_keeps_the_old_bundle(tiny_bundle, tiny_checkpoint, tmp_path,
+                                            monkeypatch, capsys):
+    """A failure after the graphs are written (here: scoring) leaves the old bundle
+    byte for byte and no temporary folder; a good export then replaces it whole."""
+    import export.onnx_export as onnx_export
+    out = str(tmp_path / "b")
+    shutil.copytree(tiny_bundle, out)
+    open(os.path.join(out, "stale.engine"), "wb").write(b"old engine")
+    data = str(tmp_path / "data.json")
+    open(data, "w").write("{}")
+    before = _snapshot(out)
+    written = []
+
+    def fail_scoring(bundle_dir, *args):
+        written.extend(os.listdir(bundle_dir))
+        raise NanocapError("scoring failed")
+    monkeypatch.setattr(onnx_export, "score_bundle", fail_scoring)
+    code = export_main(["onnx", "--checkpoint", tiny_checkpoint, "--out", out, "--data", data,
+                        "--max-len", "4", "--no-check"])
+    assert code == 2 and "scoring failed" in _one_line(capsys)
+    assert "nanocap.json" in written and "caption.onnx" in written  # it got that far
+    assert _snapshot(out) == before
+    assert export_main(["onnx", "--checkpoint", tiny_checkpoint, "--out", out,
+                        "--max-len", "4", "--no-check"]) == 0
+    assert load_bundle(out).max_len == 4 and not os.path.exists(os.path.join(out, "stale.engine"))
+    assert sorted(os.listdir(str(tmp_path))) == ["b", "data.json"]
+
+
+def test_not_a_checkpoint_is_one_safe_line(tiny_bundle, tiny_checkpoint, tmp_path, capsys):
+    """An ONNX file, a plain pickle, a truncated or empty file as --checkpoint: one
+    line naming it, never PyTorch's advice to retry with weights_only=False."""
+    import pickle
+    truncated = str(tmp_path / "cut.pt")
+    data = open(tiny_checkpoint, "rb").read()
+    open(truncated, "wb").write(data[:len(data) // 2])
+    pickled = str(tmp_path / "plain.pt")
+    pickle.dump({"format": "nanocap-checkpoint"}, open(pickled, "wb"))
+    empty = str(tmp_path / "empty.pt")
+    open(empty, "wb").close()
+    evil = str(tmp_path / "evil.pt")
+    torch.save({"format": "nanocap-checkpoint", "x": np.random.RandomState(0)}, evil)
+    cases = [(os.path.join(tiny_bundle, "caption.onnx"), "ONNX"), (pickled, "pickle"),
+             (truncated, "damaged"), (empty, "empty"), (evil, "could run code")]
+    for path, words in cases:
+        code = export_main(["onnx", "--checkpoint", path, "--out", str(tmp_path / "o")])
+        line = _one_line(capsys)
+        assert code == 2 and path in line and words in line, line
+        assert "weights_only" not in line
+    assert not os.path.exists(str(tmp_path / "o"))
+
+
+def test_export_prints_agreement_and_speed(tiny_checkpoint, tmp_path, capsys):
+    images = write_images(str(tmp_path / "imgs"), 12)
+    out = str(tmp_path / "b")
+    assert export_main(["onnx", "--checkpoint", tiny_checkpoint, "--out", out,
+                        "--precision", "fp32,fp16,int8", "--calib-images", images,
+                        "--beam", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any("agreement with PyTorch and speed against fp32 on 12 calibration" in l
+               for l in lines)
+    for precision in ("fp32", "fp16", "int8"):
+        assert any(l.split()[:2] == [precision, "caption_match"] and "fp32's speed" in l
+                   for l in lines), precision
+    agreement = json.loads(lines[-1])["agreement"]
+    assert sorted(agreement) == ["fp16", "fp32", "int8"]
+    assert agreement["fp32"]["caption_match"] == 1.0
+    assert agreement["fp32"]["speed_vs_fp32"] == 1.0
+    assert agreement["fp32"]["beam_caption_match"] == 1.0
+    assert all(e["ms_per_image"] > 0 for e in agreement.values())
+
+
+def test_verdicts_say_when_a_variant_is_slower_and_less_faithful():
+    from export.verify import verdicts
+    report = {"fp32": {"caption_match": 1.0, "speed_vs_fp32": 1.0},
+              "fp16": {"caption_match": 1.0, "speed_vs_fp32": 1.3},
+              "int8": {"caption_match": 0.69, "speed_vs_fp32": 0.84}}
+    lines = verdicts(report)
+    assert len(lines) == 1 and "WARNING: int8 is both slower (0.84x) and less faithful" in lines[0]
+    report["int8"]["speed_vs_fp32"] = 1.2  # faster: an honest trade, no warning
+    assert verdicts(report) == []
+    report["fp16"]["speed_vs_fp32"] = 0.5  # slower but as faithful: a note
+    lines = verdicts(report)
+    assert len(lines) == 1 and "note: fp16 is slower" in lines[0]

@@ -16,9 +16,20 @@ from edge.trt.onnx_wire import float_image_inputs  # noqa: E402
 from edge.bundle import load_bundle  # noqa: E402
 from edge.errors import NanocapError  # noqa: E402
 from export.__main__ import main as export_main  # noqa: E402
-from tests.fake_tensorrt import FakeCuda, make_fake_tensorrt  # noqa: E402
+from tests.fake_tensorrt import CalibratorAbort, FakeCuda, make_fake_tensorrt  # noqa: E402
+from tests.test_export import write_images  # noqa: E402
 
 GPU = "Fake_GPU_9000"
+
+
+@pytest.fixture(scope="module")
+def calib_dir(tmp_path_factory):
+    return write_images(str(tmp_path_factory.mktemp("calib")), 24)
+
+
+def _calib_cache(bundle, graph, version="10.3.0"):
+    digest = bundle.meta["files"][graph + ".onnx"]
+    return os.path.join(bundle.directory, "%s.%s.trt%s.calib" % (graph, digest[:16], version))
 
 
 @pytest.fixture
@@ -112,13 +123,12 @@ def test_nano_has_no_int8_and_fp16_fallback(bundle_copy, monkeypatch):
 
 
 @pytest.mark.parametrize("graph", ["caption", "decoder_step"])
-def test_int8_calibration_writes_then_reads_cache(bundle_copy, monkeypatch, real_data, graph):
+def test_int8_calibration_writes_then_reads_cache(bundle_copy, monkeypatch, calib_dir, graph):
     fake, _ = use_fake(monkeypatch, 10)
     bundle = load_bundle(bundle_copy)
-    images = os.path.join(real_data, "flickr8k", "images")
-    path = trt_build.ensure_engine(bundle, graph, "int8", calib_images=images, log=str)
+    path = trt_build.ensure_engine(bundle, graph, "int8", calib_images=calib_dir, log=str)
     assert ".int8.trt10.3.0." in path
-    cache = os.path.join(bundle_copy, "%s.trt10.3.0.calib" % graph)
+    cache = _calib_cache(bundle, graph)
     assert open(cache, "rb").read().startswith(b"FAKE-EntropyCalibration2")
     assert any(c.startswith("calibrated") for c in fake.calls)
     trt_build.ensure_engine(bundle, graph, "int8", force=True, log=str)  # no images needed
@@ -195,14 +205,156 @@ def test_no_gpu_is_one_clear_line(bundle_copy, monkeypatch, capsys):
 
 
 def test_export_writes_tensorrt_calibration_cache(tiny_checkpoint, tmp_path, monkeypatch,
-                                                   real_data):
+                                                   calib_dir):
     """``export onnx --precision int8`` also calibrates TensorRT where it is importable."""
     from export.onnx_export import export_bundle
     fake, _ = use_fake(monkeypatch, 10)
     monkeypatch.setattr("export.onnx_export.tensorrt_present", lambda: True)
     out = str(tmp_path / "b")
-    export_bundle(tiny_checkpoint, out, precisions=("fp32", "int8"),
-                  calib_images=os.path.join(real_data, "flickr8k", "images"))
+    export_bundle(tiny_checkpoint, out, precisions=("fp32", "int8"), calib_images=calib_dir)
+    bundle = load_bundle(out)  # engines and caches beside the graphs leave the bundle valid
     for graph in ("caption", "encoder", "decoder_step"):
-        assert os.path.isfile(os.path.join(out, "%s.trt10.3.0.calib" % graph))
-    load_bundle(out)  # engines and caches beside the graphs leave the bundle valid
+        assert os.path.isfile(_calib_cache(bundle, graph))
+
+
+def test_calibration_cache_follows_the_onnx_hash(bundle_copy, monkeypatch, calib_dir):
+    """A re-exported graph (new sha256) is calibrated anew, never with old scales."""
+    fake, _ = use_fake(monkeypatch, 10)
+    bundle = load_bundle(bundle_copy)
+    trt_build.ensure_engine(bundle, "encoder", "int8", calib_images=calib_dir, log=str)
+    old_cache = _calib_cache(bundle, "encoder")
+    model = onnx.load(bundle.graph_path("encoder"))
+    model.doc_string = "re-exported"
+    onnx.save(model, bundle.graph_path("encoder"))
+    from edge.bundle import write_meta
+    write_meta(bundle_copy, bundle.meta)
+    bundle = load_bundle(bundle_copy)
+    del fake.calls[:]
+    trt_build.ensure_engine(bundle, "encoder", "int8", calib_images=calib_dir, log=str)
+    assert any(c.startswith("calibrated") for c in fake.calls)
+    assert "calibration cache read" not in fake.calls
+    assert _calib_cache(bundle, "encoder") != old_cache
+    assert os.path.isfile(_calib_cache(bundle, "encoder"))
+
+
+class FailingCuda(FakeCuda):
+    """Fake device memory whose host-to-device copy fails on the second batch."""
+
+    def __init__(self):
+        FakeCuda.__init__(self)
+        self.copies = 0
+
+    def to_device(self, memory, array):
+        self.copies += 1
+        if self.copies > 1:
+            raise RuntimeError("cuMemcpyHtoD failed: an illegal memory access")
+        FakeCuda.to_device(self, memory, array)
+
+
+def test_calibrator_exception_is_one_error_not_an_abort(bundle_copy, monkeypatch, calib_dir,
+                                                        capsys):
+    """An exception inside get_batch must not escape into TensorRT (which aborts the
+    process): it ends calibration and comes back as one NanocapError line, with no
+    engine and no calibration cache written."""
+    fake, _ = use_fake(monkeypatch, 8)
+    monkeypatch.setattr(trt_cuda, "_CUDA", [FailingCuda()])
+    code = export_main(["trt", "--bundle", bundle_copy, "--precision", "int8",
+                        "--graphs", "encoder", "--calib-images", calib_dir])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 2, err  # the build message, then the error
+    assert "INT8 calibration of" in err[-1] and "get_batch: RuntimeError: cuMemcpyHtoD" in err[-1]
+    assert not [n for n in os.listdir(bundle_copy) if n.endswith((".calib", ".engine"))]
+
+
+def test_fake_aborts_like_tensorrt_when_a_callback_raises(monkeypatch):
+    """The fake's noexcept trampoline: an escaping exception is a CalibratorAbort
+    (a BaseException), which run_cli does not turn into a tidy error."""
+    fake, _ = use_fake(monkeypatch, 10)
+
+    class Raw(fake.IInt8EntropyCalibrator2):
+        def get_batch_size(self):
+            return 8
+
+        def get_batch(self, names):
+            raise KeyError(names[0])
+
+        def read_calibration_cache(self):
+            return None
+
+    builder = fake.Builder(None)
+    network = builder.create_network(0)
+    network.inputs.append(type("T", (), {"name": "image", "shape": (-1, 4), "dtype": "float32"}))
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit("WORKSPACE", 1)
+    config.add_optimization_profile(builder.create_optimization_profile())
+    config.set_flag("INT8")
+    config.int8_calibrator = Raw()
+    config.set_calibration_profile(builder.create_optimization_profile())
+    with pytest.raises(CalibratorAbort, match="get_batch"):
+        builder.build_serialized_network(network, config)
+    assert not issubclass(CalibratorAbort, Exception)
+
+
+@pytest.mark.parametrize("major", [8, 10])
+def test_corrupt_timing_cache_is_discarded_and_rebuilt(bundle_copy, monkeypatch, major):
+    fake, _ = use_fake(monkeypatch, major)
+    bundle = load_bundle(bundle_copy)
+    version = "8.2.1" if major == 8 else "10.3.0"
+    timing = os.path.join(bundle_copy, "timing.trt%s.%s.cache" % (version, GPU))
+    open(timing, "wb").write(b"\x00garbage from an interrupted write")
+    messages = []
+    path = trt_build.ensure_engine(bundle, "encoder", "fp16", log=messages.append)
+    assert os.path.isfile(path) and "timing cache rejected" in fake.calls
+    assert any("timing cache" in m and "discarded" in m for m in messages), messages
+    good = open(timing, "rb").read()
+    assert fake.Builder(None).create_builder_config().create_timing_cache(good) is not None
+    del fake.calls[:]
+    trt_build.ensure_engine(bundle, "encoder", "fp16", force=True, log=messages.append)
+    assert "timing cache rejected" not in fake.calls  # the rebuilt one is read back
+
+
+def test_fp16_build_needs_no_pycuda(bundle_copy, monkeypatch, calib_dir, capsys):
+    """export trt for fp16/fp32 names the GPU through the driver, not pycuda; only
+    INT8 calibration from images (device copies) asks for pycuda."""
+    use_fake(monkeypatch, 8)
+    monkeypatch.setattr(trt_cuda, "_CUDA", [])
+    monkeypatch.setitem(sys.modules, "pycuda", None)
+    monkeypatch.setitem(sys.modules, "pycuda.driver", None)
+    monkeypatch.setattr(trt_cuda, "driver_gpu_name", lambda index=0: "Fake GPU 9000")
+    assert export_main(["trt", "--bundle", bundle_copy, "--precision", "fp16",
+                        "--graphs", "encoder"]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last == {"encoder": "encoder.fp16.trt8.2.1.%s.engine" % GPU}
+    assert export_main(["trt", "--bundle", bundle_copy, "--precision", "int8",
+                        "--graphs", "encoder", "--calib-images", calib_dir]) == 2
+    assert "pycuda" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fast_fp16,expected", [(True, "fp16"), (False, "fp32")])
+def test_trt_backend_defaults_to_the_fastest_precision(bundle_copy, monkeypatch, fast_fp16,
+                                                       expected):
+    """``--backend trt`` without ``--precision``: fp16 where the GPU has fast FP16
+    (the Nano), fp32 otherwise, and it says which."""
+    import io
+    from edge.backends import open_backend
+    from edge.live_cli import get_parser
+    assert get_parser().parse_args(["0", "--bundle", "b"]).precision is None
+    use_fake(monkeypatch, 8, fast_fp16=fast_fp16, fast_int8=False)
+    log = io.StringIO()
+    backend = open_backend(bundle_copy, backend="trt", log=log)
+    assert backend.precision == expected
+    assert "precision %s (the fastest this GPU supports" % expected in log.getvalue()
+    engines = [n for n in os.listdir(bundle_copy) if n.endswith(".engine")]
+    assert engines == ["caption.%s.trt8.2.1.%s.engine" % (expected, GPU)]
+    backend.close()
+    assert open_backend(bundle_copy, backend="ort").precision == "fp32"
+
+
+def test_unreadable_engine_is_one_clear_line(bundle_copy, monkeypatch):
+    """deserialize_cuda_engine returns None (it does not raise) for bytes it cannot
+    read; the runner turns that into one line."""
+    use_fake(monkeypatch, 8)
+    path = os.path.join(bundle_copy, "caption.fp16.trt8.2.1.%s.engine" % GPU)
+    open(path, "wb").write(b"not an engine")
+    with pytest.raises(NanocapError, match="cannot load engine"):
+        trt_runner.TrtGraph(path)

@@ -1,6 +1,7 @@
 """``export verify`` and the fp16/int8 variants on a tiny model and real images."""
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -79,6 +80,39 @@ def test_verify_fails_for_another_checkpoint(full_bundle, tmp_path, images_dir, 
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["fp32"]["caption_match"] < 0.99
     assert code == 1
+
+
+def test_min_match_floors_every_precision(full_bundle, tiny_checkpoint, images_dir, tmp_path,
+                                          capsys):
+    """An int8 graph that disagrees with PyTorch passes the defaults (int8 has no
+    floor) and fails a given ``--min-match int8=...``; bad floors are one line."""
+    from edge.bundle import write_meta
+    copy = str(tmp_path / "b")
+    shutil.copytree(full_bundle, copy)
+    torch.manual_seed(7)  # another model's caption graph in the int8 slot
+    from train.checkpoint import save_checkpoint
+    from train.model import Captioner, ModelConfig
+    vocab = Vocabulary(list(SPECIALS) + TINY_WORDS)
+    config = ModelConfig(vocab_size=len(vocab), image_size=64, embed=16, hidden=32, max_len=8)
+    other = str(tmp_path / "other.pt")
+    save_checkpoint(other, Captioner(config).eval(), vocab)
+    export_bundle(other, str(tmp_path / "o"))
+    shutil.copy(str(tmp_path / "o" / "caption.onnx"), os.path.join(copy, "caption.int8.onnx"))
+    write_meta(copy, load_bundle(copy, verify=False).meta)
+    base = ["verify", "--checkpoint", tiny_checkpoint, "--bundle", copy, "--images", images_dir]
+    assert export_main(base) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out.strip().splitlines()[-1])
+    assert report["fp32"]["caption_match"] == 1.0 and report["int8"]["caption_match"] < 1.0
+    assert export_main(base + ["--min-match", "int8=1", "--min-match", "fp16=0.5"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "int8 caption_match" in err[0] and "below its floor 1.00" in err[0]
+    assert export_main(base + ["--min-match", "int8=0"]) == 0
+    capsys.readouterr()
+    for bad in ("int8", "int8=2", "fp9=0.5", "int8=x"):
+        assert export_main(base + ["--min-match", bad]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--min-match" in err[0], err
 
 
 def test_verify_clear_errors(full_bundle, tiny_checkpoint, tmp_path, capsys):

@@ -8,6 +8,7 @@ cannot run code. Layout::
      "optimizer": optimizer state_dict (optional)}
 """
 import os
+import pickle
 
 import torch
 
@@ -29,17 +30,45 @@ def save_checkpoint(path, model, vocab, train_state=None, optimizer=None):
     os.replace(tmp, path)
 
 
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6
+
+
 def read_checkpoint(path):
-    """The raw checkpoint dict (tensors on CPU), safely unpickled."""
+    """The raw checkpoint dict (tensors on CPU), safely unpickled.
+
+    Any file that is not a nanocap checkpoint is one ``NanocapError`` line naming
+    it. PyTorch's own messages are not passed on: they advise retrying with
+    ``weights_only=False``, which would let a stranger's pickle run code."""
     if not os.path.isfile(path):
         raise NanocapError("checkpoint not found: %s" % path)
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if head != ZIP_MAGIC:
+        raise NanocapError("cannot read checkpoint %s: %s, not a nanocap checkpoint (the .pt "
+                           "file written by train fit)" % (path, _looks_like(path, head)))
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling errors vary by torch version
-        raise NanocapError("cannot read checkpoint %s: %s" % (path, str(exc).splitlines()[0]))
+    except pickle.UnpicklingError:
+        raise NanocapError("cannot read checkpoint %s: it holds Python objects other than "
+                           "tensors and plain data, refused since loading them could run "
+                           "code" % path)
+    except Exception as exc:  # zip/storage errors vary by torch version
+        raise NanocapError("cannot read checkpoint %s: the file is damaged or truncated (%s)"
+                           % (path, type(exc).__name__))
     if not isinstance(payload, dict) or payload.get("format") != "nanocap-checkpoint":
         raise NanocapError("not a nanocap checkpoint: %s" % path)
     return payload
+
+
+def _looks_like(path, head):
+    """A short guess at what a non-checkpoint file is, for the error line."""
+    if path.lower().endswith(".onnx"):
+        return "it is an ONNX graph"
+    if not head:
+        return "it is an empty file"
+    if head[:1] == b"\x80":
+        return "it is a plain pickle (never loaded: it could run code)"
+    return "it is not a PyTorch zip archive"
 
 
 def load_checkpoint(path, device="cpu"):

@@ -18,11 +18,17 @@ TensorRT versions, so the name says both)::
     caption.fp16.trt8.2.1.NVIDIA_Tegra_X1.engine        the plain serialized engine
     caption.fp16.trt8.2.1.NVIDIA_Tegra_X1.engine.json   sidecar: ONNX sha256, I/O, ...
     timing.trt8.2.1.NVIDIA_Tegra_X1.cache               shared timing cache
-    caption.trt8.2.1.calib                              INT8 calibration cache
+    caption.3f2a...(16 hex).trt8.2.1.calib              INT8 calibration cache
 
-An engine is rebuilt when its sidecar's ONNX sha256 (or max batch) differs.
-``tensorrt`` is imported lazily; torch and onnx are never imported.
+An engine is rebuilt when its sidecar's ONNX sha256 (or max batch) differs; a
+calibration cache is named by the first 16 hex digits of its ONNX's sha256, so a
+re-exported graph is never calibrated with the old graph's scales. A timing cache
+TensorRT cannot read (corrupt, truncated) is discarded with a warning and
+rebuilt. ``tensorrt`` is imported lazily; torch and onnx are never imported;
+pycuda only for INT8 calibration from images (the calibrator copies batches to
+the GPU): fp32/fp16 builds and builds from a calibration cache need no pycuda.
 """
+import contextlib
 import datetime
 import json
 import os
@@ -33,8 +39,9 @@ import numpy as np
 
 from edge.bundle import sha256_file
 from edge.errors import NanocapError
-from edge.trt.calibrator import CALIB_BATCH, make_calibrator, write_bytes
-from edge.trt.cuda import cuda_device
+from edge.trt.calibrator import (CALIB_BATCH, make_calibrator, raise_calibration_error,
+                                  write_bytes)
+from edge.trt.cuda import cuda_device, gpu_name
 from edge.trt.onnx_wire import float_image_inputs
 
 DEFAULT_WORKSPACE_MB = 1024
@@ -97,6 +104,20 @@ def choose_precision(builder, precision, log):
     return precision
 
 
+def fastest_precision(log=None):
+    """The fastest precision TensorRT can build here without calibration data:
+    fp16 where the GPU has fast FP16 (``platform_has_fast_fp16``: the Nano and
+    every recent GPU), else fp32. Said on ``log`` when given."""
+    trt = import_tensorrt()
+    builder = new_builder(trt)
+    # deprecated in TensorRT 10.5 (every GPU it supports has fast FP16): absent -> True
+    precision = "fp16" if getattr(builder, "platform_has_fast_fp16", True) else "fp32"
+    if log:
+        log("TensorRT: precision %s (the fastest this GPU supports; --precision chooses "
+            "another)" % precision)
+    return precision
+
+
 def _parse(trt, builder, data, onnx_path):
     flags = 0
     if trt_major(trt) < 10:  # explicit batch is the only mode from 10 on
@@ -135,13 +156,30 @@ def _profile(builder, network, max_batch, opt_batch=1, fixed=None):
     return profile
 
 
-def _timing_cache(config, path):
+def _timing_cache(config, path, log):
+    """Attach the timing cache at ``path`` (or a new one) to ``config``; a file
+    TensorRT cannot read is deleted with a warning and a new cache started."""
     data = b""
     if path and os.path.isfile(path):
         with open(path, "rb") as handle:
             data = handle.read()
-    cache = config.create_timing_cache(data)
-    config.set_timing_cache(cache, False)
+    if data and not _attach_timing_cache(config, data):
+        log("TensorRT: timing cache %s is unreadable (corrupt or truncated); discarded, "
+            "a new one is built" % path)
+        os.remove(path)
+        data = b""
+    if not data and not _attach_timing_cache(config, b""):
+        log("TensorRT: cannot create a timing cache; building without one")
+
+
+def _attach_timing_cache(config, data):
+    """True when TensorRT accepted ``data`` as a timing cache (the API answers a bad
+    blob with None, False or an exception, depending on the version)."""
+    try:
+        cache = config.create_timing_cache(data)
+        return cache is not None and config.set_timing_cache(cache, False) is not False
+    except Exception:  # TensorRT's own error types
+        return False
 
 
 def _save_timing_cache(config, path):
@@ -160,7 +198,7 @@ def build_engine(onnx_path, engine_path, precision="fp16", workspace_mb=DEFAULT_
     ``precision``: fp32/fp16/int8 as built (see ``choose_precision`` first).
     ``calibration``: for int8, ``(feeds list or None, cache path)``; a cache that
     exists is used without feeds. ``cuda``: device-memory helper for the
-    calibrator (``edge.trt.runner.cuda_device()`` by default).
+    calibrator (``edge.trt.cuda.cuda_device()`` by default, only when it has feeds).
     Returns the input dtypes of the built network ``{name: numpy dtype}``."""
     trt = import_tensorrt()
     log = log or _stderr
@@ -182,10 +220,11 @@ def build_engine(onnx_path, engine_path, precision="fp16", workspace_mb=DEFAULT_
         calibrator = make_calibrator(trt, feeds, cache_path, input_dtypes, cuda)
         config.int8_calibrator = calibrator
         config.set_calibration_profile(_profile(builder, network, CALIB_BATCH, fixed=CALIB_BATCH))
-    _timing_cache(config, timing_cache)
+    _timing_cache(config, timing_cache, log)
     log("TensorRT %s: building %s (%s, batch 1..%d, workspace %d MiB); this takes a while"
         % (trt.__version__, os.path.basename(engine_path), precision, max_batch, workspace_mb))
     serialized = builder.build_serialized_network(network, config)
+    raise_calibration_error(calibrator, onnx_path)
     if serialized is None:
         raise NanocapError("TensorRT could not build an engine from %s (see the TensorRT "
                            "messages above; try a larger --workspace-mb)" % onnx_path)
@@ -241,10 +280,8 @@ def ensure_engine(bundle, graph, precision="fp16", workspace_mb=DEFAULT_WORKSPAC
         raise NanocapError("TensorRT precision must be fp32, fp16 or int8, not %r" % precision)
     trt = import_tensorrt()
     log = log or _stderr
-    if cuda is None:
-        cuda = cuda_device()
     onnx_path = bundle.graph_path(graph, "fp32")  # TensorRT picks fp16/int8 kernels itself
-    version, gpu = trt_version(trt), cuda.name()
+    version, gpu = trt_version(trt), (cuda.name() if cuda is not None else gpu_name())
     digest = sha256_file(onnx_path)
     for candidate in FALLBACKS[precision]:
         path = os.path.join(bundle.directory, engine_file(graph, candidate, version, gpu))
@@ -255,9 +292,12 @@ def ensure_engine(bundle, graph, precision="fp16", workspace_mb=DEFAULT_WORKSPAC
     path = os.path.join(bundle.directory, engine_file(graph, built_as, version, gpu))
     calibration = None
     if built_as == "int8":
-        calibration = _calibration(bundle, graph, version, calib_images)
+        calibration = _calibration(bundle, graph, version, digest, calib_images)
     timing = os.path.join(bundle.directory, "timing.trt%s.%s.cache" % (version, safe_name(gpu)))
-    with cuda.active():  # the calibrator copies with pycuda on this thread
+    with contextlib.ExitStack() as stack:
+        if calibration and calibration[0]:  # the calibrator copies with pycuda on this thread
+            cuda = cuda or cuda_device()
+            stack.enter_context(cuda.active())
         build_engine(onnx_path, path, built_as, workspace_mb, max_batch, calibration, timing,
                      log, cuda, builder)
     entry = bundle.graph_entry(graph, "fp32")
@@ -274,9 +314,14 @@ def ensure_engine(bundle, graph, precision="fp16", workspace_mb=DEFAULT_WORKSPAC
     return path
 
 
-def _calibration(bundle, graph, version, calib_images):
+def calibration_cache_file(graph, digest, version):
+    """``caption.<first 16 hex of the ONNX sha256>.trt8.2.1.calib``."""
+    return "%s.%s.trt%s.calib" % (graph, digest[:16], version)
+
+
+def _calibration(bundle, graph, version, digest, calib_images):
     """``(feeds or None, cache path)`` for an INT8 build of ``graph``."""
-    cache = os.path.join(bundle.directory, "%s.trt%s.calib" % (graph, version))
+    cache = os.path.join(bundle.directory, calibration_cache_file(graph, digest, version))
     feeds = None
     if calib_images and not os.path.isfile(cache):
         from edge.calibration import calibration_feeds, calibration_images

@@ -77,3 +77,36 @@ def cuda_device():
     if not _CUDA:
         _CUDA.append(PyCudaDevice())
     return _CUDA[0]
+
+
+def gpu_name(index=0):
+    """The GPU's name (``NVIDIA Tegra X1``), as pycuda's ``Device.name()`` gives it,
+    without pycuda: the helper's if one exists, else the CUDA driver's
+    ``cuDeviceGetName`` through ctypes. Engine builds without INT8 calibration
+    need only this (TensorRT manages its own CUDA context)."""
+    if _CUDA:
+        return _CUDA[0].name()
+    return driver_gpu_name(index)
+
+
+def driver_gpu_name(index=0):
+    """``cuDeviceGetName`` of GPU ``index`` via ``libcuda`` (ctypes)."""
+    import ctypes
+    import ctypes.util
+    lib = None
+    for candidate in ("libcuda.so.1", "libcuda.so", ctypes.util.find_library("cuda")):
+        try:
+            lib = ctypes.CDLL(candidate) if candidate else None
+        except OSError:
+            lib = None
+        if lib is not None:
+            break
+    if lib is None:
+        raise NanocapError("no NVIDIA driver found (libcuda): TensorRT needs an NVIDIA GPU")
+    device = ctypes.c_int()
+    name = ctypes.create_string_buffer(256)
+    if lib.cuInit(0) != 0 or lib.cuDeviceGet(ctypes.byref(device), int(index)) != 0:
+        raise NanocapError("no usable NVIDIA GPU for TensorRT (cuInit/cuDeviceGet failed)")
+    if lib.cuDeviceGetName(name, len(name), device) != 0:
+        raise NanocapError("cannot read the name of GPU %d (cuDeviceGetName failed)" % index)
+    return name.value.decode("utf-8", "replace")
