@@ -117,17 +117,24 @@ class DocumentFrequency(object):
         flat = [s for refs in references for s in refs]
         owner = np.repeat(np.arange(len(references)), [len(r) for r in references])
         sentence, key, _, _ = ngram_counts(flat, id_limit, n)
-        doc_key = np.unique(np.stack([owner[sentence], key], axis=1), axis=0) if len(key) \
-            else np.zeros((0, 2), np.int64)
-        keys, counts = np.unique(doc_key[:, 1], return_counts=True)
+        keys, dense = np.unique(key, return_inverse=True)
+        per_doc = np.unique(owner[sentence] * len(keys) + dense.ravel())  # (document, n-gram) pairs
+        counts = np.bincount(per_doc % len(keys), minlength=len(keys)) if len(keys) else np.zeros(0)
         return cls(keys, counts, len(references))
 
     def lookup(self, keys):
         """Document frequency of each key (0 for an n-gram never seen)."""
         if not len(self.keys):
             return np.zeros(len(keys))
-        pos = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
-        return np.where(self.keys[pos] == keys, self.counts[pos], 0.0)
+        uniq, back = np.unique(keys, return_inverse=True)  # sorted needles: cache-friendly
+        pos = np.minimum(np.searchsorted(self.keys, uniq), len(self.keys) - 1)
+        return np.where(self.keys[pos] == uniq, self.counts[pos], 0.0)[back.ravel()]
+
+
+def _sum_at(values, flat_index, shape):
+    """``values`` summed into a zero array of ``shape`` at ``flat_index`` (C order)."""
+    size = int(np.prod(shape))
+    return np.bincount(flat_index, weights=values, minlength=size)[:size].reshape(shape)
 
 
 class CiderD(object):
@@ -155,8 +162,7 @@ class CiderD(object):
         sentence, key, order, count = ngram_counts(sentences, self.id_limit, self.n)
         idf = np.log(float(self.doc_freq.documents)) - np.log(np.maximum(1.0, self.doc_freq.lookup(key)))
         value = count * idf
-        norms = np.zeros((len(sentences), self.n))
-        np.add.at(norms, (sentence, order), value ** 2)
+        norms = _sum_at(value ** 2, sentence * self.n + order, (len(sentences), self.n))
         words = np.array([len(s) for s in sentences], dtype=np.int64)
         return (sentence, key, order, value), np.sqrt(norms), np.maximum(0, words - 1)
 
@@ -197,8 +203,7 @@ class CiderD(object):
         cand, ref_sent, order = cs[c_idx], rs[r_idx], co[c_idx]
         local = ref_sent - first[r_group[r_idx]]
         width = int(per_group.max())
-        dots = np.zeros((len(candidates), width, self.n))
-        np.add.at(dots, (cand, local, order), prod)
+        dots = _sum_at(prod, (cand * width + local) * self.n + order, (len(candidates), width, self.n))
         # norms and lengths of each candidate's references, laid out [C, width]
         slot = np.arange(width)[None, :]
         valid = slot < per_group[groups][:, None]
