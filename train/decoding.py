@@ -119,8 +119,9 @@ def sample_search(step, state, start_id, end_id, max_len, temperature=1.0, gener
     policy gradients (self-critical training, ``train.scst``).
 
     ``step`` and ``state [N, S]`` as for ``greedy_search`` (bind any encoder
-    memory into ``step``). Tokens are drawn from ``softmax(logprobs / temperature)``;
-    the returned log-probabilities are the model's own (temperature 1).
+    memory into ``step``). The policy is the step's distribution without
+    ``<pad>`` and ``<start>`` (never valid words), renormalised; tokens are drawn
+    from it sharpened by ``temperature``, their log-probabilities are its own.
     Returns ``(tokens LongTensor [N, max_len], logprobs FloatTensor [N, max_len],
     mask BoolTensor [N, max_len])`` on ``state``'s device: ``<pad>`` after ``<end>``; each chosen token's
     log-probability (differentiable; 0 after ``<end>``); True up to and including
@@ -134,7 +135,8 @@ def sample_search(step, state, start_id, end_id, max_len, temperature=1.0, gener
     done = torch.zeros(n, dtype=torch.bool, device=state.device)
     for t in range(max_len):
         step_logprobs, state = step(current, state)
-        step_logprobs = step_logprobs.float()
+        step_logprobs = torch.log_softmax(step_logprobs.float().index_fill(
+            1, torch.tensor([PAD_ID, start_id], device=state.device), float("-inf")), dim=1)
         with torch.no_grad():
             probs = torch.softmax(step_logprobs / temperature, dim=1)
             drawn = torch.multinomial(probs, 1, generator=generator).squeeze(1)
