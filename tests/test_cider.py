@@ -123,3 +123,9 @@ def test_ngram_keys_do_not_collide_across_orders_and_bad_ids_are_refused():
         ngram_counts([[5]], id_limit=3)
     with pytest.raises(ValueError, match="mode"):
         CiderD(DocumentFrequency.from_references([[[1]]], 3), 3, mode="bleu")
+
+
+def test_exact_match_rate_counts_captions_equal_to_a_reference():
+    from train.metrics import exact_match_rate
+    refs = {1: ["A red circle.", "one red circle"], 2: ["a blue square"], 3: ["a red square"]}
+    assert exact_match_rate(refs, {1: "one red  circle", 2: "a blue square", 3: "a red"}) == 2 / 3.0
