@@ -133,6 +133,7 @@ def test_fit_runs_scst_after_cross_entropy_and_logs_reward_and_length(tmp_path, 
         assert entry["scst_samples"] == 3 and "scst_greedy_reward" in entry and "CIDEr" in entry["val"]
     assert "mean reward" in capsys.readouterr().out
     assert load_checkpoint(os.path.join(run, "last.pt"))[2]["train"]["epoch"] == 3
-    # the mean baseline needs two samples: one clear line, no training
-    assert main(args + ["--scst-epochs", "3", "--scst-samples", "1"]) == 2
+    # the mean baseline needs two samples: one clear line before any training
+    assert main(args + ["--out", str(tmp_path / "other"), "--scst-epochs", "3", "--scst-samples", "1"]) == 2
     assert "--scst-samples must be >= 2" in capsys.readouterr().err
+    assert not os.path.exists(str(tmp_path / "other" / "log.jsonl"))

@@ -41,11 +41,14 @@ def add_arguments(add):
     add("--scst-samples", type=int, default=5, help="captions sampled per image in SCST")
     add("--scst-baseline", default="mean", choices=BASELINES,
         help="SCST baseline: mean reward of the other samples, or the greedy caption's")
-    add("--scst-lr", type=float, default=5e-5, help="Adam learning rate of the SCST phase")
+    add("--scst-lr", type=float, default=5e-4, help="Adam learning rate of the SCST phase (default 5e-4)")
 
 
 def phases(args):
-    """The ``scst`` phase of ``train.fit``'s plan: ``[("scst", epochs, lr)]`` or ``[]``."""
+    """The ``scst`` phase of ``train.fit``'s plan: ``[("scst", epochs, lr)]`` or ``[]``;
+    checks the SCST flags before any training starts."""
+    if args.scst_samples < 1 or (args.scst_baseline == "mean" and args.scst_samples < 2):
+        raise NanocapError("--scst-samples must be >= 2 with --scst-baseline mean (>= 1 with greedy)")
     return [("scst", args.scst_epochs, args.scst_lr)] if args.scst_epochs > 0 else []
 
 
@@ -158,8 +161,6 @@ def run_scst_phase(name, epochs, lr, model, vocab, train_src, val_src, state, op
     (same arguments); returns True when stopped by the time budget."""
     from train import fit as tfit  # fit imports this module
     k, baseline = args.scst_samples, args.scst_baseline
-    if k < 1 or (baseline == "mean" and k < 2):
-        raise NanocapError("--scst-samples must be >= 2 with --scst-baseline mean (>= 1 with greedy)")
     references = [tdata.encode_captions(vocab, r.captions, model.config.max_len) for r in train_src.records]
     reward = Reward(references, len(vocab), vocab.end_id)
     for p in model.backbone.parameters():
