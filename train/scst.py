@@ -169,11 +169,11 @@ def run_scst_phase(name, epochs, lr, model, vocab, train_src, val_src, state, op
     optimizer = torch.optim.Adam(params, lr=lr)
     if opt_state is not None:
         optimizer.load_state_dict(opt_state)
-    generator = torch.Generator().manual_seed(args.seed)
     while state["phase_epoch"] < epochs:
         started = time.time()
         model.train()
         model.backbone.eval()
+        generator = torch.Generator().manual_seed(args.seed + state["epoch"])  # same on every rank
         order = torch.randperm(len(train_src), generator=generator).tolist()[ctx.rank::ctx.world]
         sums = {"loss": 0.0, "reward": 0.0, "length": 0.0, "greedy": 0.0}
         batches, seen, skipped, stopped = 0, 0, 0, False
