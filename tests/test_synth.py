@@ -9,7 +9,7 @@ import numpy as np
 from edge.vocab import clean_caption
 from train.__main__ import main
 from train.datasets import detect_format, load_dataset
-from train.synth import COLOURS_BGR, SHAPES, make_scene
+from train.synth import COLOURS_BGR, SHAPES, describe_binding, make_binding_scene, make_scene
 
 PARAPHRASE_WORDS = {"a", "one", "single", "the", "just", "is", "sits"}
 
@@ -72,3 +72,56 @@ def test_scene_pixels_match_the_caption():
 def test_synth_bad_arguments(tmp_path, capsys):
     assert main(["synth", str(tmp_path / "x"), "--images", "0"]) == 2
     assert "--images must be at least 1" in capsys.readouterr().err
+
+
+BINDING_FILLER = {"a", "one", "the", "and", "in", "order", "from", "left"}
+
+
+def test_binding_scenes_name_two_or_three_objects_in_order(tmp_path):
+    out = str(tmp_path / "binding")
+    assert main(["synth", out, "--images", "40", "--size", "64", "--scenes", "binding"]) == 0
+    data = json.load(open(os.path.join(out, "dataset.json")))
+    assert data["dataset"] == "synth-binding"
+    records = load_dataset(os.path.join(out, "dataset.json"))
+    counts = collections.Counter()
+    for record, image in zip(records, data["images"]):
+        objects = image["objects"]
+        counts[len(objects)] += 1
+        assert [o["x"] for o in objects] == sorted(o["x"] for o in objects)
+        named = [w for o in objects for w in (o["colour"], o["shape"])]
+        assert len(set(record.captions)) == 5
+        for caption in record.captions:
+            words = clean_caption(caption)
+            assert [w for w in words if w not in BINDING_FILLER] == named, caption
+            assert len(words) <= 3 * len(objects) + 1 + 2  # "a X Y" each, "and", two more at most
+    assert set(counts) == {2, 3}
+
+
+def test_synth_default_is_still_shapes(tmp_path):
+    out = str(tmp_path / "default")
+    assert main(["synth", out, "--images", "4", "--size", "48"]) == 0
+    assert json.load(open(os.path.join(out, "dataset.json")))["dataset"] == "synth-shapes"
+
+
+def test_binding_pixels_match_the_caption():
+    """Each named colour is drawn, left to right in the caption's order, in its shape's band."""
+    rng = np.random.RandomState(1)
+    checked = 0
+    for _ in range(30):
+        image, objects = make_binding_scene(rng, 96)
+        assert 2 <= len(objects) <= 3
+        colours = [o["colour"] for o in objects]
+        if len(set(colours)) < len(colours):
+            continue
+        xs = []
+        for obj in objects:
+            mask = np.abs(image.astype(int) - np.array(COLOURS_BGR[obj["colour"]])).sum(axis=2) < 30
+            assert mask.sum() > 40, obj
+            cols = np.nonzero(mask)[1]
+            assert abs(cols.mean() / 96.0 - obj["x"]) < 0.05
+            xs.append(cols.mean())
+        assert xs == sorted(xs)
+        assert [w for w in clean_caption(describe_binding(objects)[0]) if w not in BINDING_FILLER] == \
+            [w for o in objects for w in (o["colour"], o["shape"])]
+        checked += 1
+    assert checked > 5

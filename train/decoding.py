@@ -114,6 +114,47 @@ def beam_search(step, state, start_id, end_id, max_len, beam_size=3,
     return history[torch.arange(n), best[:, 0]], best_score[:, 0]
 
 
+def sample_search(step, state, start_id, end_id, max_len, temperature=1.0, generator=None):
+    """Draw one caption per row by multinomial sampling, keeping the graph for
+    policy gradients (self-critical training, ``train.scst``).
+
+    ``step`` and ``state [N, S]`` as for ``greedy_search`` (bind any encoder
+    memory into ``step``). The policy is the step's distribution without
+    ``<pad>`` and ``<start>`` (never valid words), renormalised; tokens are drawn
+    from it sharpened by ``temperature``, their log-probabilities are its own.
+    Returns ``(tokens LongTensor [N, max_len], logprobs FloatTensor [N, max_len],
+    mask BoolTensor [N, max_len])`` on ``state``'s device: ``<pad>`` after ``<end>``; each chosen token's
+    log-probability (differentiable; 0 after ``<end>``); True up to and including
+    ``<end>``.
+    """
+    n = state.shape[0]
+    tokens = torch.full((n, max_len), PAD_ID, dtype=torch.long, device=state.device)
+    mask = torch.zeros((n, max_len), dtype=torch.bool, device=state.device)
+    chosen_logprobs = []
+    current = torch.full((n,), start_id, dtype=torch.long, device=state.device)
+    done = torch.zeros(n, dtype=torch.bool, device=state.device)
+    for t in range(max_len):
+        step_logprobs, state = step(current, state)
+        step_logprobs = torch.log_softmax(step_logprobs.float().index_fill(
+            1, torch.tensor([PAD_ID, start_id], device=state.device), float("-inf")), dim=1)
+        with torch.no_grad():
+            probs = torch.softmax(step_logprobs / temperature, dim=1)
+            drawn = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        picked = step_logprobs.gather(1, drawn.unsqueeze(1)).squeeze(1)
+        drawn = torch.where(done, torch.full_like(drawn, PAD_ID), drawn)
+        chosen_logprobs.append(torch.where(done, torch.zeros_like(picked), picked))
+        tokens[:, t] = drawn
+        mask[:, t] = ~done
+        done = done | (drawn == end_id)
+        if bool(done.all()):
+            break
+        current = drawn
+    logprobs = torch.stack(chosen_logprobs, dim=1)
+    if logprobs.shape[1] < max_len:
+        logprobs = torch.cat([logprobs, logprobs.new_zeros((n, max_len - logprobs.shape[1]))], dim=1)
+    return tokens, logprobs, mask
+
+
 def decode_batch(model, vocab, images, beam_size=1, length_norm=DEFAULT_LENGTH_NORM):
     """Decode a batch: ``uint8 [N, H, W, 3]`` BGR tensor at the model's size ->
     ``tokens LongTensor [N, max_len]`` (greedy when ``beam_size == 1``)."""

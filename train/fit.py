@@ -23,7 +23,7 @@ from torch.utils.data.distributed import DistributedSampler
 from edge.errors import NanocapError
 from edge.vocab import Vocabulary, clean_caption
 from train import data as tdata
-from train import distributed
+from train import distributed, scst
 from train.checkpoint import read_checkpoint, save_checkpoint
 from train.datasets import FORMATS, by_split, filter_existing, load_dataset
 from train.decoding import greedy_search
@@ -63,6 +63,7 @@ def add_arguments(parser):
       help="random crops (>= 90%% of each side) before the resize; reads images every epoch")
     a("--preload-mb", type=float, default=2048, help="preload images when they fit in this")
     a("--no-progress", action="store_true", help="no tqdm progress bar")
+    scst.add_arguments(a)
 
 
 def run(args):
@@ -141,11 +142,11 @@ def learning_rate(base, step, warmup, progress):
 def phases(args):
     """``[(name, epochs, lr)]`` of the run."""
     if not args.freeze_encoder:
-        return [("joint", args.epochs, args.lr)]
+        return [("joint", args.epochs, args.lr)] + scst.phases(args)
     plan = [("decoder", args.epochs, args.lr)]
     if args.finetune_epochs > 0:
         plan.append(("finetune", args.finetune_epochs, args.lr * 0.1))
-    return plan
+    return plan + scst.phases(args)
 
 
 def feature_inputs(model, source, args, ctx, name):
@@ -241,8 +242,9 @@ def fit(args, ctx):
         if deadline is not None and index < len(plan) - 1:
             phase_deadline = time.time() + (deadline - time.time()) / 2.0
         opt_state = resume.get("optimizer") if resume and resume["train"].get("phase") == index else None
-        stopped = run_phase(name, epochs, lr, model, vocab, train_src, val_src, state, opt_state,
-                            phase_deadline, args, ctx, log)
+        runner = scst.run_scst_phase if name == "scst" else run_phase
+        stopped = runner(name, epochs, lr, model, vocab, train_src, val_src, state, opt_state,
+                         phase_deadline, args, ctx, log)
         if stopped:
             break
     log("done in %.1f min; best val score %s; %s" % ((time.time() - started) / 60.0,
@@ -354,8 +356,8 @@ def run_phase(name, epochs, lr, model, vocab, train_src, val_src, state, opt_sta
 
 
 def end_epoch(model, vocab, optimizer, state, name, loss_sum, seen, skipped, seconds,
-              val_inputs, val_src, args, ctx, log):
-    """Validate (rank 0), write last.pt / best.pt / log.jsonl, print one line."""
+              val_inputs, val_src, args, ctx, log, extra=None):
+    """Validate (rank 0), write last.pt / best.pt / log.jsonl (plus ``extra`` fields), print one line."""
     train_loss = distributed.mean_across(ctx, loss_sum / max(1, seen))
     if ctx.main:
         scores, sample = ({}, "")
@@ -369,6 +371,7 @@ def end_epoch(model, vocab, optimizer, state, name, loss_sum, seen, skipped, sec
                  "step": state["step"], "train_loss": round(train_loss, 5), "images": seen * ctx.world,
                  "skipped": skipped, "seconds": round(seconds, 2), "val": scores,
                  "val_images": len(val_src), "sample": sample, "best": best}
+        entry.update(extra or {})
         save_checkpoint(os.path.join(args.out, "last.pt"), model, vocab, state, optimizer)
         if best:
             save_checkpoint(os.path.join(args.out, "best.pt"), model, vocab, state)

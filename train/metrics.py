@@ -5,6 +5,7 @@ Inputs everywhere: ``refs = {image_id: [reference text, ...]}`` and
 
 - ``quick_scores``: BLEU-4 and CIDEr(-D) on ``edge.vocab.clean_caption`` tokens.
   No Java, no subprocess: cheap enough to validate every epoch.
+- ``exact_match_rate``: the share of captions equal to one of their references.
 - ``coco_scores``: the full toolkit as published results use it: the Stanford
   PTB tokenizer, BLEU-1..4, METEOR 1.5, ROUGE-L, CIDEr (pycocoevalcap's
   ``Cider``, i.e. CIDEr-D), SPICE only when its Stanford models are present.
@@ -75,6 +76,15 @@ def quick_scores(refs, hyps):
     res = dict((i, [" ".join(clean_caption(hyps[i]))]) for i in hyps)
     scores = _bleu_cider_rouge(gts, res, rouge=False)
     return {"Bleu_4": scores["Bleu_4"], "CIDEr": scores["CIDEr"]}
+
+
+def exact_match_rate(refs, hyps):
+    """Fraction of images in ``hyps`` whose caption equals one of its references
+    word for word (after ``edge.vocab.clean_caption``): the exact-caption rate of
+    synthetic sets, whose references differ only in wording."""
+    _check(refs, hyps)
+    hits = sum(clean_caption(hyps[i]) in [clean_caption(r) for r in refs[i]] for i in hyps)
+    return hits / float(len(hyps))
 
 
 def find_java():

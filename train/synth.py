@@ -9,6 +9,12 @@ left (or upper) one first and their relation: ``left of`` or ``above``.
 The five reference captions of an image are paraphrases: they vary wording
 only, never content, so the task is learnable from scratch on a CPU.
 
+``--scenes binding`` (a set where the pooled feature vector must bind colours
+to shapes and keep their order): two or three objects of one size, each any of
+the five colours and four shapes, spread left to right at random heights; the
+caption names them in order ("a red circle a blue square and a green triangle"),
+paraphrased with at most two content-free words added.
+
 Writes ``OUT/images/NNNNN.png`` and ``OUT/dataset.json`` (train/val/test 80/10/10).
 """
 import json
@@ -31,6 +37,11 @@ SINGLE_TEMPLATES = ("a {a}", "one {a}", "a single {a}", "the {a}", "just one {a}
 PAIR_TEMPLATES = ("a {a} {rel} a {b}", "one {a} {rel} one {b}", "the {a} {rel} the {b}",
                   "a {a} is {rel} a {b}", "a {a} sits {rel} a {b}")
 RELATIONS = {"horizontal": "left of", "vertical": "above"}
+SCENES = ("shapes", "binding")
+BINDING_RADIUS = 0.1  # of the image side: one size, three fit side by side
+# (article, prefix): "colour shape" phrases each after the article, the last one
+# after "and"; at most two words beyond "a .. a .. and a ..".
+BINDING_TEMPLATES = (("a", ""), ("one", ""), ("the", ""), ("a", "in order"), ("a", "from left"))
 
 
 def add_arguments(parser):
@@ -39,6 +50,9 @@ def add_arguments(parser):
     parser.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--format", choices=("png", "jpg"), default="png", help="image file type")
+    parser.add_argument("--scenes", choices=SCENES, default="shapes",
+                        help="shapes: one or two shapes, sizes and a relation (default); "
+                             "binding: 2-3 shapes named left to right")
 
 
 def run(args):
@@ -46,7 +60,7 @@ def run(args):
         raise NanocapError("--images must be at least 1")
     if args.size < 32:
         raise NanocapError("--size must be at least 32 pixels")
-    path = write_dataset(args.out, args.images, args.size, args.seed, args.format)
+    path = write_dataset(args.out, args.images, args.size, args.seed, args.format, args.scenes)
     print("wrote %d images and %s" % (args.images, path))
     return 0
 
@@ -56,8 +70,8 @@ def split_of(index):
     return {8: "val", 9: "test"}.get(index % 10, "train")
 
 
-def write_dataset(out, count, size=128, seed=0, ext="png"):
-    """Generate ``count`` scenes; return the path of ``OUT/dataset.json``."""
+def write_dataset(out, count, size=128, seed=0, ext="png", scenes="shapes"):
+    """Generate ``count`` scenes of kind ``scenes``; return the path of ``OUT/dataset.json``."""
     image_dir = os.path.join(out, "images")
     try:
         os.makedirs(image_dir, exist_ok=True)
@@ -66,11 +80,15 @@ def write_dataset(out, count, size=128, seed=0, ext="png"):
     rng = np.random.RandomState(seed)
     images = []
     for index in range(count):
-        image, objects, relation = make_scene(rng, size)
+        if scenes == "binding":
+            image, objects = make_binding_scene(rng, size)
+            captions, relation = describe_binding(objects), "left-to-right"
+        else:
+            image, objects, relation = make_scene(rng, size)
+            captions = describe(objects, relation)
         name = "%05d.%s" % (index, ext)
         if not cv2.imwrite(os.path.join(image_dir, name), image):
             raise NanocapError("cannot write %s" % os.path.join(image_dir, name))
-        captions = describe(objects, relation)
         sentences = [{"raw": c, "tokens": clean_caption(c), "imgid": index,
                       "sentid": index * 5 + k} for k, c in enumerate(captions)]
         images.append({"filename": name, "imgid": index, "split": split_of(index),
@@ -78,7 +96,7 @@ def write_dataset(out, count, size=128, seed=0, ext="png"):
                        "objects": objects, "relation": relation})
     path = os.path.join(out, "dataset.json")
     with open(path, "w") as handle:
-        json.dump({"dataset": "synth-shapes", "images": images}, handle)
+        json.dump({"dataset": "synth-" + scenes, "images": images}, handle)
     return path
 
 
@@ -89,6 +107,36 @@ def describe(objects, relation):
         return [t.format(a=phrases[0]) for t in SINGLE_TEMPLATES]
     rel = RELATIONS[relation]
     return [t.format(a=phrases[0], b=phrases[1], rel=rel) for t in PAIR_TEMPLATES]
+
+
+def describe_binding(objects):
+    """Five paraphrased captions naming ``objects`` (left to right) in order."""
+    phrases = ["%s %s" % (o["colour"], o["shape"]) for o in objects]
+    captions = []
+    for article, prefix in BINDING_TEMPLATES:
+        named = ["%s %s" % (article, p) for p in phrases]
+        captions.append(" ".join(w for w in [prefix] + named[:-1] + ["and", named[-1]] if w))
+    return captions
+
+
+def make_binding_scene(rng, size):
+    """2 or 3 objects of one size in equal vertical bands, left to right, each at
+    a random height: ``(uint8 [size,size,3] BGR, objects left to right)``; an
+    object's ``x``, ``y`` are its centre as fractions of the side."""
+    image = background(rng, size)
+    count = 2 + rng.randint(2)
+    radius = BINDING_RADIUS * size
+    band = size / float(count)
+    objects = []
+    for k in range(count):
+        obj = {"shape": SHAPES[rng.randint(len(SHAPES))],
+               "colour": sorted(COLOURS_BGR)[rng.randint(len(COLOURS_BGR))], "radius": radius}
+        centre = (rng.uniform(k * band + radius * 1.05, (k + 1) * band - radius * 1.05),
+                  rng.uniform(radius * 1.1, size - radius * 1.1))
+        draw(image, obj, centre)
+        objects.append({"shape": obj["shape"], "colour": obj["colour"],
+                        "x": round(centre[0] / size, 4), "y": round(centre[1] / size, 4)})
+    return image, objects
 
 
 def make_scene(rng, size):

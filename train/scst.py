@@ -1,0 +1,225 @@
+"""Self-critical sequence training (Rennie et al. 2017): the ``scst`` phase of
+``python -m train fit ... --scst-epochs N``, after the cross-entropy phases.
+
+For each training image the decoder samples ``K`` captions (``--scst-samples``,
+multinomial, ``train.decoding.sample_search`` over ``model.step``); each is
+rewarded with its CIDEr-D (``train.cider``) against the image's references,
+document frequencies from the training split's references. The baseline is
+the mean reward of the image's other samples (``--scst-baseline mean``) or the
+reward of its greedy caption (``greedy``). Loss (per token, as
+self-critical.pytorch)::
+
+    -sum_{i,t} (r_i - b_i) * log p(w_it) * mask_it / sum mask
+
+so captions better than the baseline become more likely. As in that codebase,
+rewards count the ``<end>`` token as a word on both sides, which penalises
+captions cut off mid-phrase. The encoder is frozen (eval mode, no gradient);
+the decoder is trained. Each epoch logs the mean reward and the mean sampled
+caption length (words, ``<end>`` excluded) beside the usual validation; the
+best validation CIDEr still picks ``best.pt``.
+"""
+import time
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+from edge.errors import NanocapError
+from train import data as tdata
+from train import distributed
+from train.cider import CiderD
+from train.decoding import greedy_search, sample_search
+
+BASELINES = ("mean", "greedy")
+
+
+def add_arguments(add):
+    """The SCST flags of ``train fit`` (``add`` is ``parser.add_argument``)."""
+    add("--scst-epochs", type=int, default=0,
+        help="self-critical (CIDEr-D reward) epochs after the cross-entropy phases")
+    add("--scst-samples", type=int, default=5, help="captions sampled per image in SCST")
+    add("--scst-baseline", default="mean", choices=BASELINES,
+        help="SCST baseline: mean reward of the other samples, or the greedy caption's")
+    add("--scst-lr", type=float, default=5e-4, help="Adam learning rate of the SCST phase (default 5e-4)")
+
+
+def phases(args):
+    """The ``scst`` phase of ``train.fit``'s plan: ``[("scst", epochs, lr)]`` or ``[]``;
+    checks the SCST flags before any training starts."""
+    if args.scst_samples < 1 or (args.scst_baseline == "mean" and args.scst_samples < 2):
+        raise NanocapError("--scst-samples must be >= 2 with --scst-baseline mean (>= 1 with greedy)")
+    return [("scst", args.scst_epochs, args.scst_lr)] if args.scst_epochs > 0 else []
+
+
+def decoder_start(model, features):
+    """``(state [N, S], memory tuple)`` the decoding steps start from: the one
+    place that knows the encoder-side interface (today's ``fc``: no memory)."""
+    return model.init_state(features), ()
+
+
+def bound_step(model, memory):
+    """``step(tokens, state)`` with the encoder memory bound (as the searches call it)."""
+    return lambda tokens, state: model.step(tokens, state, *memory)
+
+
+def repeat_rows(tensors, k):
+    """Each row of every tensor repeated ``k`` times in place (``[N,..] -> [N*k,..]``)."""
+    return tuple(t.repeat_interleave(k, dim=0) for t in tensors)
+
+
+def trim_ids(row, end_id):
+    """Token ids up to and including ``<end>`` (``<start>`` dropped, ``<pad>`` gone)."""
+    out = []
+    for token in row:
+        if token == end_id:
+            out.append(token)
+            break
+        if token > 0:
+            out.append(token)
+    return out
+
+
+class Reward(object):
+    """CIDEr-D of token-id captions against an image's references.
+
+    ``references``: per training image, its captions as token-id lists
+    (``vocab.encode`` form, ``<start>`` first); document frequencies come from
+    them. ``id_limit``: the vocabulary size.
+    """
+
+    def __init__(self, references, id_limit, end_id):
+        self.end_id = end_id
+        self.refs = [[trim_ids(r[1:], end_id) for r in refs] for refs in references]
+        self.scorer = CiderD.from_references(self.refs, id_limit)
+
+    def __call__(self, tokens, images):
+        """``tokens LongTensor [B*K, T]`` (rows of image ``images[i]`` together,
+        K per image) -> rewards ``float64 [B*K]``."""
+        rows = tokens.tolist()
+        per_image = len(rows) // len(images)
+        cands = [trim_ids(r, self.end_id) for r in rows]
+        refs = [self.refs[i] for i in images]
+        return self.scorer.score(cands, refs, np.repeat(np.arange(len(images)), per_image))
+
+
+def mean_baseline(rewards, k):
+    """Per sample, the mean reward of the other ``k - 1`` samples of its image: ``[B*K]``."""
+    grouped = rewards.reshape(-1, k)
+    return ((grouped.sum(axis=1, keepdims=True) - grouped) / (k - 1)).reshape(-1)
+
+
+def scst_loss(logprobs, mask, advantage):
+    """Policy-gradient loss: ``logprobs [M, T]`` of the sampled tokens, ``mask [M, T]``,
+    ``advantage [M]`` (reward - baseline) -> scalar, averaged over tokens."""
+    mask = mask.to(logprobs.dtype)
+    weighted = advantage.to(logprobs.dtype).unsqueeze(1) * logprobs * mask
+    return -weighted.sum() / mask.sum().clamp(min=1.0)
+
+
+def scst_batch(model, images, image_ids, reward, vocab, k, baseline, max_len):
+    """Sample ``k`` captions per image, reward them, return ``(loss, stats)``:
+    ``stats = {"reward": mean sampled reward, "length": mean words, "greedy": mean greedy reward or None}``."""
+    with torch.no_grad():
+        features = model.encode(images)
+    state, memory = decoder_start(model, features)
+    sample_state, sample_memory = state.repeat_interleave(k, dim=0), repeat_rows(memory, k)
+    tokens, logprobs, mask = sample_search(bound_step(model, sample_memory), sample_state,
+                                           vocab.start_id, vocab.end_id, max_len)
+    rewards = reward(tokens.cpu(), image_ids)
+    greedy_mean = None
+    if baseline == "greedy":
+        greedy, _ = greedy_search(bound_step(model, memory), state.detach(), vocab.start_id,
+                                  vocab.end_id, max_len)
+        greedy_rewards = reward(greedy.cpu(), image_ids)
+        base = np.repeat(greedy_rewards, k)
+        greedy_mean = float(greedy_rewards.mean())
+    else:
+        base = mean_baseline(rewards, k)
+    advantage = torch.as_tensor(rewards - base, dtype=torch.float32, device=logprobs.device)
+    loss = scst_loss(logprobs, mask, advantage)
+    ended = (tokens == vocab.end_id).any(dim=1)
+    words = mask.sum(dim=1) - ended.long()
+    return loss, {"reward": float(rewards.mean()), "length": float(words.float().mean()),
+                  "greedy": greedy_mean}
+
+
+def _average_gradients(params, ctx):
+    """Under torchrun: mean of every gradient over the ranks (no DDP wrapper needed)."""
+    if not ctx.distributed:
+        return
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad)
+        p.grad /= ctx.world
+
+
+def run_scst_phase(name, epochs, lr, model, vocab, train_src, val_src, state, opt_state, deadline,
+                   args, ctx, log):
+    """The ``scst`` phase, called by ``train.fit`` like its cross-entropy phases
+    (same arguments); returns True when stopped by the time budget."""
+    from train import fit as tfit  # fit imports this module
+    k, baseline = args.scst_samples, args.scst_baseline
+    references = [tdata.encode_captions(vocab, r.captions, model.config.max_len) for r in train_src.records]
+    reward = Reward(references, len(vocab), vocab.end_id)
+    for p in model.backbone.parameters():
+        p.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=lr)
+    if opt_state is not None:
+        optimizer.load_state_dict(opt_state)
+    while state["phase_epoch"] < epochs:
+        started = time.time()
+        model.train()
+        model.backbone.eval()
+        generator = torch.Generator().manual_seed(args.seed + state["epoch"])  # same on every rank
+        order = torch.randperm(len(train_src), generator=generator).tolist()[ctx.rank::ctx.world]
+        sums = {"loss": 0.0, "reward": 0.0, "length": 0.0, "greedy": 0.0}
+        batches, seen, skipped, stopped = 0, 0, 0, False
+        for begin in range(0, len(order), args.batch_size):
+            stop = deadline is not None and time.time() >= deadline
+            if distributed.max_across(ctx, [float(stop)])[0]:
+                stopped = True
+                break
+            chunk = order[begin:begin + args.batch_size]
+            kept = [(i, train_src.get(i)) for i in chunk]
+            kept = [(i, image) for i, image in kept if image is not None]
+            skipped += len(chunk) - len(kept)
+            if not kept:
+                continue
+            images = torch.from_numpy(np.stack([image for _, image in kept])).to(ctx.device)
+            loss, stats = scst_batch(model, images, [i for i, _ in kept], reward, vocab, k, baseline,
+                                     model.config.max_len)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            _average_gradients(params, ctx)
+            nn.utils.clip_grad_norm_(params, args.clip)
+            optimizer.step()
+            state["phase_step"] += 1
+            state["step"] += 1
+            batches += 1
+            seen += len(kept)
+            sums["loss"] += loss.item()
+            for key in ("reward", "length", "greedy"):
+                sums[key] += stats[key] or 0.0
+        if seen or not stopped:
+            state["phase_epoch"] += 1
+            state["epoch"] += 1
+            means = dict((key, distributed.mean_across(ctx, value / max(1, batches)))
+                         for key, value in sums.items())
+            extra = {"scst_reward": round(means["reward"], 5), "scst_length": round(means["length"], 3),
+                     "scst_baseline": baseline, "scst_samples": k}
+            if baseline == "greedy":
+                extra["scst_greedy_reward"] = round(means["greedy"], 5)
+            log("scst epoch %d: mean reward %.4f, mean sampled length %.2f words%s"
+                % (state["epoch"], means["reward"], means["length"],
+                   ", greedy reward %.4f" % means["greedy"] if baseline == "greedy" else ""))
+            tfit.end_epoch(model, vocab, optimizer, state, name, sums["loss"] / max(1, batches) * seen,
+                           seen, skipped,
+                           time.time() - started, val_src, val_src, args, ctx, log, extra=extra)
+        if stopped:
+            log("time budget of %.1f min reached" % args.minutes)
+            return True
+    return False
+
