@@ -21,7 +21,7 @@ from collections import namedtuple
 import cv2
 
 from edge.errors import NanocapError
-from edge.image import IMAGE_EXTENSIONS, list_images
+from edge.image import IMAGE_EXTENSIONS, list_images, read_image
 
 SourceSpec = namedtuple("SourceSpec", "kind location options")
 KINDS = ("v4l2", "csi", "file", "rtsp", "gst", "synthetic", "image", "folder")
@@ -78,6 +78,27 @@ def _query(rest):
         except ValueError:
             raise NanocapError("synthetic:// option %s must be a number (got %r)" % (key, value))
     return options
+
+
+SYNTHETIC_LIMITS = {"width": (16, 7680), "height": (16, 4320), "fps": (0.1, 1000.0),
+                    "frames": (0, 1e12), "seed": (0, 2 ** 31 - 1), "pace": (0, 1)}
+
+
+def synthetic_options(options, width, height, fps):
+    """``synthetic://`` query values checked against ``SYNTHETIC_LIMITS`` (one clear
+    line naming the bad value), with ``width/height/fps`` as defaults; ints but fps."""
+    unknown = sorted(set(options) - set(SYNTHETIC_LIMITS))
+    if unknown:
+        raise NanocapError("synthetic:// has no option %r (options: %s)"
+                           % (unknown[0], ", ".join(sorted(SYNTHETIC_LIMITS))))
+    values = {"width": width, "height": height, "fps": fps, "frames": 0, "seed": 0, "pace": 1}
+    values.update(options)
+    for key, (low, high) in SYNTHETIC_LIMITS.items():
+        if not low <= values[key] <= high:
+            raise NanocapError("synthetic:// %s=%s is out of range (%s..%s)"
+                               % (key, values[key], low, high))
+        values[key] = float(values[key]) if key == "fps" else int(values[key])
+    return values
 
 
 # -- GStreamer pipelines (pure) -------------------------------------------------
@@ -196,7 +217,10 @@ class SyntheticSource(object):
 
 
 class ImageSource(object):
-    """Image files as frames, one each; an unreadable one is skipped and counted."""
+    """Image files as frames, one each (``edge.image.read_image``: corrupt and
+    truncated files are damaged). A damaged one is skipped and named in
+    ``damaged`` (a list of its messages); a single image is read at open, so a
+    damaged one fails there with one line."""
 
     live = False
     fps = 1.0
@@ -205,16 +229,24 @@ class ImageSource(object):
     def __init__(self, paths, name):
         if not paths:
             raise NanocapError("no images in %s" % name)
-        self.paths, self.name, self.skipped, self.index = list(paths), name, 0, 0
+        self.paths, self.name, self.damaged, self.index = list(paths), name, [], 0
+        self._first = read_image(self.paths[0]) if len(self.paths) == 1 else None
+
+    @property
+    def skipped(self):
+        return len(self.damaged)
 
     def read(self):
+        if self._first is not None:
+            frame, self._first, self.index = self._first, None, 1
+            return frame
         while self.index < len(self.paths):
             path = self.paths[self.index]
             self.index += 1
-            frame = cv2.imread(path, cv2.IMREAD_COLOR)
-            if frame is not None and frame.size:
-                return frame
-            self.skipped += 1
+            try:
+                return read_image(path)
+            except NanocapError as exc:
+                self.damaged.append(str(exc))
         return None
 
     def reopen(self):
@@ -279,10 +311,9 @@ def open_source(uri, width=640, height=480, fps=DEFAULT_FPS, latency_ms=200,
         return CaptureSource(lambda: cv2.VideoCapture(where, cv2.CAP_GSTREAMER),
                              "GStreamer pipeline %r" % where, live=True)
     if kind == "synthetic":
-        o = spec.options
-        return SyntheticSource(int(o.get("width", width)), int(o.get("height", height)),
-                               o.get("fps", fps), int(o.get("frames", 0)),
-                               int(o.get("seed", 0)), bool(o.get("pace", 1)))
+        o = synthetic_options(spec.options, width, height, fps)
+        return SyntheticSource(o["width"], o["height"], o["fps"], o["frames"], o["seed"],
+                               bool(o["pace"]))
     if kind == "folder":
         return ImageSource(list_images(where), "folder %s" % where)
     if not os.path.isfile(where):
