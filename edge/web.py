@@ -39,12 +39,13 @@ from urllib.parse import parse_qs, urlparse
 ROUTES = ("/", "/stream.mjpg", "/events", "/snapshot.jpg", "/status.json")
 BOUNDARY = "nanocapframe"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+SEND_BUFFER = 256 * 1024    # bytes a stalled client can hold up before the send timeout runs
 
 
 def parse_web_uri(uri):
     """``http://@:8080`` -> ``("0.0.0.0", 8080)``; ``http://127.0.0.1:9000`` -> that;
     ``http://:8080`` -> loopback. Pure."""
-    match = re.match(r"^http://(\[[^\]]*\]|[^:/]*)(?::(\d+))?/?$", uri)
+    match = re.match(r"^http://(\[[0-9a-fA-F:]*\]|[A-Za-z0-9.@-]*)(?::(\d+))?/?$", uri)
     if not match:
         raise NanocapError("web output must look like http://@:8080 or http://127.0.0.1:8080 "
                            "(got %r)" % uri)
@@ -243,6 +244,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not view.authorized(url.query, self.headers.get("Authorization")):
             return self._plain(401, "a token is needed: ?token=T or Authorization: Bearer T\n")
         self.connection.settimeout(view.send_timeout_s)
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         with view.cond:
             view.sockets.add(self.connection)
         try:
