@@ -11,7 +11,8 @@ PAGE = """<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
 body{margin:0;font-family:sans-serif;background:#111;color:#eee;display:flex;flex-wrap:wrap}
-#view{flex:3;min-width:320px;padding:8px}#view img{width:100%;background:#000}
+#view{flex:3;min-width:320px;padding:8px}
+#view img{max-width:100%;max-height:80vh;display:block;background:#000}
 #side{flex:1;min-width:240px;padding:8px}#caption{font-size:1.6em;margin:8px 0}
 #captions{list-style:none;padding:0;font-size:.9em}#captions li{margin:4px 0;color:#aaa}
 #captions li.shown{color:#fff}#status{font-size:.8em;color:#8a8}
