@@ -9,13 +9,14 @@ whatever the encoder costs. With ``drop=False`` (a file read frame by frame)
 
 With ``measure=True`` (a live source) the file's frame rate is the rate the
 source really delivered, measured from the frame indices and times of the
-first ``PROBE_FRAMES`` frames (held in memory until then), not the rate asked
+first ``PROBE_FRAMES`` frames but ``PROBE_SKIP`` (held in memory until then), not the rate asked
 of the camera: a 15 FPS camera asked for 30 gives a file that plays at 15.
 """
 import threading
 
-PROBE_FRAMES = 10
-PROBE_SECONDS = 0.5
+PROBE_FRAMES = 12
+PROBE_SECONDS = 0.6
+PROBE_SKIP = 2      # a camera's first frames come from its buffer: not timed
 
 
 def measured_rate(indices, times, fallback):
@@ -71,8 +72,9 @@ class Recorder(object):
             span = item[2] - self.probe[0][2]
             if len(self.probe) < PROBE_FRAMES and span < PROBE_SECONDS and not self.closing:
                 return
-            self.sink.fps = measured_rate([p[1] for p in self.probe],
-                                          [p[2] for p in self.probe], self.sink.fps)
+            timed = self.probe[PROBE_SKIP:] if len(self.probe) > PROBE_SKIP + 2 else self.probe
+            self.sink.fps = measured_rate([p[1] for p in timed], [p[2] for p in timed],
+                                          self.sink.fps)
             items, self.probe = self.probe, []
         else:
             items = [item]
