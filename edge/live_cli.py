@@ -135,13 +135,14 @@ def main(argv=None):
     if not 0 <= args.change <= 1 or args.refresh < 0:
         raise NanocapError("--change must be within 0..1 and --refresh >= 0 (got %s, %s)"
                            % (args.change, args.refresh))
-    source, backend, sinks, log = _open_all(args)
-    sys.stderr.write("nanocap: %s -> %s; %s\n" % (
-        source.name, ", ".join(args.outputs) or ("nothing (headless)" if not sinks else
-                                                 "display://0"), backend.describe()))
     stop_event = threading.Event()
-    previous = _install_signals(stop_event)
+    previous = _install_signals(stop_event)   # before opening: a web view is reachable at once
+    sinks, log = [], None
     try:
+        source, backend, sinks, log = _open_all(args)
+        sys.stderr.write("nanocap: %s -> %s; %s\n" % (
+            source.name, ", ".join(args.outputs) or ("nothing (headless)" if not sinks else
+                                                     "display://0"), backend.describe()))
         summary = run_live(source, backend, sinks, log, realtime=args.realtime,
                            max_frames=args.max_frames, every=args.every,
                            stop_event=stop_event, snapshot_dir=args.snapshot_dir,

@@ -23,10 +23,12 @@ class LiveRun(object):
     """``python -m edge SOURCE http://HOST:0 ...`` in a subprocess; ``port`` read
     from its ``web view on http://HOST:PORT/`` line."""
 
-    def __init__(self, bundle, cwd, args, host="127.0.0.1", source=SOURCE):
-        env = dict(os.environ, PYTHONPATH=ROOT)
+    def __init__(self, bundle, cwd, args, host="127.0.0.1", source=SOURCE,
+                 python=sys.executable, path=ROOT):
+        env = dict(os.environ, PYTHONPATH=path)
+        env.pop("PYTHONHOME", None)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "edge", source, "http://%s:0" % host, "--bundle", bundle,
+            [python, "-m", "edge", source, "http://%s:0" % host, "--bundle", bundle,
              "--headless"] + list(args), cwd=cwd, env=env, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, universal_newlines=True)
         self.lines = []
