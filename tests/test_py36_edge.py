@@ -71,8 +71,8 @@ def test_web_view_gate_and_recorder_on_py36(tiny_bundle, real_data, edge_only):
     """The web view (real HTTP), the gate and the recorder thread under Python 3.6."""
     from tests.test_web import LiveRun, read_mjpeg_frames
     write_photo_video(os.path.join(edge_only, "web.avi"), real_data, 2, 90, (320, 240))
-    run = LiveRun(tiny_bundle, edge_only, ["rec.mp4", "--realtime", "--log", "web.jsonl"],
-                  source="web.avi", python=PY36, path=edge_only)
+    run = LiveRun(tiny_bundle, edge_only, ["--realtime", "--log", "web.jsonl"],
+                  source="web.avi", python=PY36, path=edge_only, outputs=["rec.mp4"])
     try:
         status = json.loads(run.get("/status.json")[2].decode("utf-8"))
         frames = read_mjpeg_frames(run.port, 2)

@@ -24,12 +24,12 @@ class LiveRun(object):
     from its ``web view on http://HOST:PORT/`` line."""
 
     def __init__(self, bundle, cwd, args, host="127.0.0.1", source=SOURCE,
-                 python=sys.executable, path=ROOT):
+                 python=sys.executable, path=ROOT, outputs=()):
         env = dict(os.environ, PYTHONPATH=path)
         env.pop("PYTHONHOME", None)
         self.process = subprocess.Popen(
-            [python, "-m", "edge", source, "http://%s:0" % host, "--bundle", bundle,
-             "--headless"] + list(args), cwd=cwd, env=env, stdout=subprocess.PIPE,
+            [python, "-m", "edge", source, "http://%s:0" % host] + list(outputs)
+            + ["--bundle", bundle, "--headless"] + list(args), cwd=cwd, env=env, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, universal_newlines=True)
         self.lines = []
         deadline = time.time() + 60
