@@ -22,6 +22,7 @@ import cv2
 
 from edge.errors import NanocapError
 from edge.image import IMAGE_EXTENSIONS, list_images, read_image
+from edge.synthetic import SyntheticSource, synthetic_options
 
 SourceSpec = namedtuple("SourceSpec", "kind location options")
 KINDS = ("v4l2", "csi", "file", "rtsp", "gst", "synthetic", "image", "folder")
@@ -78,27 +79,6 @@ def _query(rest):
         except ValueError:
             raise NanocapError("synthetic:// option %s must be a number (got %r)" % (key, value))
     return options
-
-
-SYNTHETIC_LIMITS = {"width": (16, 7680), "height": (16, 4320), "fps": (0.1, 1000.0),
-                    "frames": (0, 1e12), "seed": (0, 2 ** 31 - 1), "pace": (0, 1)}
-
-
-def synthetic_options(options, width, height, fps):
-    """``synthetic://`` query values checked against ``SYNTHETIC_LIMITS`` (one clear
-    line naming the bad value), with ``width/height/fps`` as defaults; ints but fps."""
-    unknown = sorted(set(options) - set(SYNTHETIC_LIMITS))
-    if unknown:
-        raise NanocapError("synthetic:// has no option %r (options: %s)"
-                           % (unknown[0], ", ".join(sorted(SYNTHETIC_LIMITS))))
-    values = {"width": width, "height": height, "fps": fps, "frames": 0, "seed": 0, "pace": 1}
-    values.update(options)
-    for key, (low, high) in SYNTHETIC_LIMITS.items():
-        if not low <= values[key] <= high:
-            raise NanocapError("synthetic:// %s=%s is out of range (%s..%s)"
-                               % (key, values[key], low, high))
-        values[key] = float(values[key]) if key == "fps" else int(values[key])
-    return values
 
 
 # -- GStreamer pipelines (pure) -------------------------------------------------
@@ -180,40 +160,6 @@ class CaptureSource(object):
         if self.capture is not None:
             self.capture.release()
             self.capture = None
-
-
-class SyntheticSource(object):
-    """``edge.synthetic`` scenes paced at ``fps`` like a camera (``live``); with
-    ``pace=False`` read as fast as possible, like a file; ``frames`` ends it (0 = endless)."""
-
-    def __init__(self, width=640, height=480, fps=DEFAULT_FPS, frames=0, seed=0, pace=True):
-        from edge.synthetic import SyntheticScene
-        self.scene = SyntheticScene(width, height, seed=seed)
-        self.fps, self.frames, self.pace = float(fps), int(frames), bool(pace)
-        self.live = self.pace
-        self.name = "synthetic://"
-        self.index, self.start, self.ended = 0, None, False
-
-    def read(self):
-        if self.frames and self.index >= self.frames:
-            self.ended = True
-            return None
-        if self.pace:
-            now = time.perf_counter()
-            if self.start is None:
-                self.start = now
-            wait = self.start + self.index / self.fps - now
-            if wait > 0:
-                time.sleep(wait)
-        frame = self.scene.frame(self.index)
-        self.index += 1
-        return frame
-
-    def reopen(self):
-        return False
-
-    def close(self):
-        pass
 
 
 class ImageSource(object):
