@@ -55,11 +55,11 @@ def gst_h264_writer(path, fps, width, height, bitrate=8000000):
     frames to the Jetson's hardware H.264 encoder (``nvv4l2h264enc``), muxed into
     ``.mp4`` (``qtmux``) or ``.mkv`` (``matroskamux``) at ``path``."""
     mux = "matroskamux" if path.lower().endswith(".mkv") else "qtmux"
-    return ("appsrc ! video/x-raw, format=BGR, width=%d, height=%d, framerate=%d/1 ! "
+    return ("appsrc ! video/x-raw, format=BGR, width=%d, height=%d, framerate=%d/1000 ! "
             "videoconvert ! video/x-raw, format=BGRx ! nvvidconv ! "
             "video/x-raw(memory:NVMM), format=NV12 ! nvv4l2h264enc bitrate=%d "
-            "insert-sps-pps=true ! h264parse ! %s ! filesink location=%s"
-            % (int(width), int(height), int(round(fps)), int(bitrate), mux, path))
+            "insert-sps-pps=true ! h264parse ! %s ! filesink location=\"%s\""
+            % (int(width), int(height), int(round(fps * 1000)), int(bitrate), mux, path))
 
 
 def is_jetson():
