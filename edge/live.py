@@ -2,142 +2,37 @@
 
 - capture (``edge.sources.FrameGrabber``) keeps only the newest frame (cameras,
   streams, ``realtime``), or hands a file over frame by frame;
-- the captioner (``AsyncCaptioner``) takes the newest frame whenever it is free;
-- the main thread (``run_live``) draws every frame with the latest caption and
-  its age and feeds the sinks; it never waits for the model.
+- the captioner (``edge.captioner.AsyncCaptioner``) takes the newest frame
+  whenever it is free and the scene gate (``edge.gate``) says it is worth it;
+- the main thread (``run_live``) draws every frame with the shown caption and
+  its age and feeds the sinks (window, ``edge.recorder`` threads, ``edge.web``);
+  it never waits for the model, an encoder or a web client.
 
 ``run_live`` returns the summary dict printed by ``python -m edge``::
 
     {"frames", "display_fps", "captions", "caption_fps",
-     "caption_latency_ms": {"p50", "p95"}, "backend", "providers", "dropped_frames", ...}
+     "caption_latency_ms": {"p50", "p95"}, "backend", "providers", "dropped_frames",
+     "captions_computed", "captions_shown", "gated_frames", "recorded_frames",
+     "record_dropped", ...}
 """
-import collections
 import sys
 import threading
 import time
 
 import numpy as np
 
+from edge.captioner import AsyncCaptioner, FpsMeter, latency_percentiles
 from edge.errors import NanocapError
+from edge.gate import SceneGate, ShownCaption
 from edge.overlay import draw_overlay
-from edge.sinks import save_snapshot
+from edge.recorder import Recorder
+from edge.sinks import VideoSink, caption_record, save_snapshot
 from edge.sources import FrameGrabber
 
-Latest = collections.namedtuple("Latest", "index result offered_at done_at")
+__all__ = ["AsyncCaptioner", "FpsMeter", "LiveLoop", "latency_percentiles", "run_live"]
 KEY_QUIT = (ord("q"), 27)
 KEY_PAUSE = ord(" ")
 KEY_SNAPSHOT = ord("s")
-
-
-class AsyncCaptioner(object):
-    """The captioner thread: one frame slot, filled only while the thread is idle.
-
-    ``offer(index, frame)`` hands a frame over if the captioner is free (True)
-    and returns at once; ``latest`` is the newest ``Latest`` result or None;
-    ``on_caption(index, result)`` is called from this thread for each caption.
-    Latencies of the last ``keep`` captions are kept for percentiles.
-    """
-
-    def __init__(self, backend, on_caption=None, keep=10000):
-        self.backend, self.on_caption = backend, on_caption
-        self.cond = threading.Condition()
-        self.pending, self.busy, self.latest, self.error = None, False, None, None
-        self.count, self.latencies = 0, collections.deque(maxlen=keep)
-        self.stopping = False
-        self.thread = threading.Thread(target=self._run, name="captioner")
-        self.thread.daemon = True
-
-    def start(self):
-        self.thread.start()
-        return self
-
-    def idle(self):
-        return self.pending is None and not self.busy and self.error is None
-
-    def offer(self, index, frame):
-        """Give ``frame`` (kept, not copied) to the captioner if it is free."""
-        with self.cond:
-            if not self.idle() or self.stopping:
-                return False
-            self.pending = (index, frame, time.perf_counter())
-            self.cond.notify_all()
-            return True
-
-    def wait_idle(self, timeout):
-        """Wait until the frame in hand is captioned; False on timeout."""
-        end = time.perf_counter() + timeout
-        with self.cond:
-            while not self.idle() and self.error is None:
-                left = end - time.perf_counter()
-                if left <= 0:
-                    return False
-                self.cond.wait(min(left, 0.1))
-        return True
-
-    def _take(self):
-        with self.cond:
-            while self.pending is None and not self.stopping:
-                self.cond.wait(0.2)
-            if self.stopping:
-                return None
-            item, self.pending, self.busy = self.pending, None, True
-            return item
-
-    def _run(self):
-        while True:
-            item = self._take()
-            if item is None:
-                return
-            index, frame, offered_at = item
-            try:
-                result = self.backend.caption([frame])[0]
-            except Exception as exc:  # an inference failure ends the run with one line
-                with self.cond:
-                    self.error, self.busy = "captioning failed: %s" % exc, False
-                    self.cond.notify_all()
-                return
-            done_at = time.perf_counter()
-            if self.on_caption:
-                self.on_caption(index, result)
-            with self.cond:
-                self.latest = Latest(index, result, offered_at, done_at)
-                self.count += 1
-                self.latencies.append(result.latency_ms)
-                self.busy = False
-                self.cond.notify_all()
-
-    def stop(self, timeout=1.0):
-        """End the thread; True if it ended within ``timeout`` seconds."""
-        with self.cond:
-            self.stopping = True
-            self.cond.notify_all()
-        self.thread.join(timeout)
-        return not self.thread.is_alive()
-
-
-class FpsMeter(object):
-    """Frames per second over the last ``window`` frames."""
-
-    def __init__(self, window=30):
-        self.times = collections.deque(maxlen=window)
-
-    def tick(self, now):
-        self.times.append(now)
-
-    @property
-    def fps(self):
-        if len(self.times) < 2 or self.times[-1] <= self.times[0]:
-            return None
-        return (len(self.times) - 1) / (self.times[-1] - self.times[0])
-
-
-def latency_percentiles(values):
-    """``{"p50", "p95"}`` of ``values`` in ms (None when empty)."""
-    if not len(values):
-        return {"p50": None, "p95": None}
-    data = np.asarray(list(values), dtype=np.float64)
-    return {"p50": round(float(np.percentile(data, 50)), 3),
-            "p95": round(float(np.percentile(data, 95)), 3)}
 
 
 class LiveLoop(object):
@@ -145,8 +40,8 @@ class LiveLoop(object):
 
     def __init__(self, source, backend, sinks=(), log=None, realtime=False, max_frames=None,
                  every=1, stop_event=None, snapshot_dir=".", retries=5, backoff_s=0.5,
-                 final_wait_s=10.0, message=None):
-        self.source, self.backend, self.sinks, self.log = source, backend, list(sinks), log
+                 final_wait_s=10.0, message=None, gate=None):
+        self.source, self.backend, self.log = source, backend, log
         self.realtime, self.max_frames, self.every = realtime, max_frames, max(1, int(every))
         self.stop_event = stop_event or threading.Event()
         self.snapshot_dir, self.final_wait_s = snapshot_dir, final_wait_s
@@ -155,19 +50,44 @@ class LiveLoop(object):
         pace = source.fps if (realtime and not source.live) else None
         self.grabber = FrameGrabber(source, drop=drop, pace_fps=pace, retries=retries,
                                     backoff_s=backoff_s)
-        on_caption = log.write_caption if log is not None else None
-        self.captioner = AsyncCaptioner(backend, on_caption)
-        self.meter = FpsMeter()
+        self.sinks = [Recorder(s, drop=drop, measure=source.live) if isinstance(s, VideoSink)
+                      else s for s in sinks]
+        for sink in self.sinks:
+            if hasattr(sink, "status_source"):
+                sink.status_source = self.status
+        self.gate = gate or SceneGate()
+        self.hold = ShownCaption(hold=self.gate.enabled)
+        self.captioner = AsyncCaptioner(backend, self._on_caption)
+        self.meter, self.shown, self.start = FpsMeter(), None, time.perf_counter()
         self.frames, self.paused, self.last_offer, self.reason = 0, False, None, "end of input"
         self.first_at = self.last_at = None
         self.caption_each = getattr(source, "caption_each", False)  # images: one caption each
 
-    def _offer(self, index, frame):
-        due = self.last_offer is None or index - self.last_offer >= self.every
-        if due and self.captioner.offer(index, frame.copy()):
+    def _offer(self, index, frame, now):
+        if self.last_offer is not None and index - self.last_offer < self.every:
+            return
+        if not self.captioner.idle():
+            return
+        wanted, changed = self.gate.check(frame, now) if not self.caption_each else (True, True)
+        if wanted and self.captioner.offer(index, frame.copy(), changed):
+            self.gate.captioned(frame, now)
             self.last_offer = index
             if self.caption_each:
                 self._wait_caption()
+
+    def _on_caption(self, latest, changed):
+        """From the captioner thread: decide what is shown, log it, tell the web view."""
+        shown = self.hold.accept(latest.result.text, changed)
+        if shown:
+            self.shown = latest
+        start = self.log.start if self.log is not None else self.start
+        record = caption_record(start, latest.index, latest.result, latest.done_at,
+                                self.backend.name, shown)
+        if self.log is not None:
+            self.log.write_record(record)
+        for sink in self.sinks:
+            if hasattr(sink, "add_caption"):
+                sink.add_caption(record)
 
     def _wait_caption(self):
         """Wait (up to ``final_wait_s``, less if stopped) for the caption in hand."""
@@ -177,7 +97,7 @@ class LiveLoop(object):
                 return
 
     def _draw(self, frame, now):
-        latest = self.captioner.latest
+        latest = self.shown
         extra = "%s %s" % (self.backend.name, self.backend.precision)
         if self.paused:
             extra += " | paused"
@@ -186,10 +106,10 @@ class LiveLoop(object):
         return draw_overlay(frame, latest.result.text, self.meter.fps, latest.result.latency_ms,
                             now - latest.offered_at, extra)
 
-    def _feed(self, frame, index):
+    def _feed(self, frame, index, now=0.0):
         """Write ``frame`` to every sink; act on keys from a window."""
         for sink in self.sinks:
-            key = sink.write(frame)
+            key = sink.write(frame, index, now) if isinstance(sink, Recorder) else sink.write(frame)
             if key in KEY_QUIT:
                 self.reason = "quit key"
                 self.stop_event.set()
@@ -210,13 +130,13 @@ class LiveLoop(object):
         if item is None:
             return not self.grabber.finished
         index, frame = item
-        self._offer(index, frame)
         now = time.perf_counter()
+        self._offer(index, frame, now)
         self.meter.tick(now)
         self.first_at = now if self.first_at is None else self.first_at
         self.last_at = now
         self._draw(frame, now)
-        self._feed(frame, index)
+        self._feed(frame, index, now)
         self.frames += 1
         if self.paused:
             self._hold(frame, index)
@@ -234,7 +154,7 @@ class LiveLoop(object):
     def run(self):
         """Run until the input ends, ``max_frames``, a quit key or ``stop_event``."""
         self.warm_up()
-        start = time.perf_counter()
+        start = self.start = time.perf_counter()
         self.captioner.start()
         self.grabber.start()
         try:
@@ -254,9 +174,24 @@ class LiveLoop(object):
             self.grabber.stop()
             if self.captioner.stop():
                 self.backend.close()
+            for sink in self.sinks:
+                if isinstance(sink, Recorder):
+                    sink.close()
         return self.summary(time.perf_counter() - start)
 
+    def status(self):
+        """Live figures for ``/status.json`` (read from the web server's threads)."""
+        elapsed = time.perf_counter() - self.start
+        fps = self.meter.fps
+        return {"display_fps": round(fps, 2) if fps else None, "frames": self.frames,
+                "caption_fps": round(self.captioner.count / elapsed, 3) if elapsed > 0 else None,
+                "caption_latency_ms": latency_percentiles(list(self.captioner.latencies)),
+                "backend": self.backend.name, "providers": list(self.backend.providers),
+                "captions_computed": self.captioner.count, "captions_shown": self.hold.shown,
+                "gated_frames": self.gate.gated, "dropped_frames": self.grabber.dropped}
+
     def summary(self, elapsed):
+        recorders = [s for s in self.sinks if isinstance(s, Recorder)]
         span = (self.last_at - self.first_at) if self.frames > 1 else 0.0
         return {"frames": self.frames,
                 "display_fps": round((self.frames - 1) / span, 3) if span > 0 else None,
@@ -267,7 +202,12 @@ class LiveLoop(object):
                 "dropped_frames": self.grabber.dropped,
                 "precision": self.backend.precision, "decode": self.backend.decode,
                 "seconds": round(elapsed, 3), "ended": self.reason,
-                "error": self.grabber.error}
+                "captions_computed": self.captioner.count, "captions_shown": self.hold.shown,
+                "gated_frames": self.gate.gated,
+                "recorded_frames": sum(r.written for r in recorders),
+                "record_dropped": sum(r.dropped for r in recorders),
+                "error": self.grabber.error or next((r.error for r in recorders if r.error),
+                                                    None)}
 
 
 def run_live(source, backend, sinks=(), log=None, **options):

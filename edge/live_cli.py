@@ -2,10 +2,12 @@
 
 INPUT: ``0``, ``/dev/video0``, ``v4l2:///dev/video0``, ``csi://0``, a video file or
 ``file://``, ``rtsp://...``, ``gst://<pipeline>``, ``synthetic://``, an image or a folder.
-OUTPUT: ``display://0`` (default where a display exists) and/or ``.mp4``/``.avi`` files.
+OUTPUT: ``display://0`` (default where a display exists), ``.mp4``/``.avi`` files and/or
+``http://@:8080`` (a web view: page, MJPEG stream, caption events; ``@`` = every interface).
 Keys in the window: q/Esc quit, space pause, s snapshot. The last stdout line is one
 JSON summary (frames, display_fps, captions, caption_fps, caption_latency_ms {p50,
-p95}, backend, providers, dropped_frames).
+p95}, backend, providers, dropped_frames, captions_computed, captions_shown, gated_frames,
+recorded_frames, record_dropped).
 """
 import argparse
 import json
@@ -14,6 +16,7 @@ import sys
 import threading
 
 from edge.errors import NanocapError, run_cli
+from edge.gate import DEFAULT_CHANGE, DEFAULT_REFRESH_S, SceneGate
 
 PROG = "nanocap-live"
 
@@ -24,11 +27,13 @@ def get_parser():
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="inputs: 0 | /dev/video0 | v4l2:///dev/video0 | csi://0 | FILE | file://FILE |"
                " rtsp://... | gst://PIPELINE | synthetic://[?fps=30&frames=N&width=W&height=H]"
-               " | IMAGE | FOLDER\noutputs: display://0 | OUT.mp4 | OUT.avi\n"
+               " | IMAGE | FOLDER\noutputs: display://0 | OUT.mp4 | OUT.avi | http://@:8080 |"
+               " http://127.0.0.1:8080\n"
                "keys: q/Esc quit, space pause, s snapshot")
     add = parser.add_argument
     add("input", help="input URI (see below)")
-    add("outputs", nargs="*", metavar="OUTPUT", help="display://0 and/or video files")
+    add("outputs", nargs="*", metavar="OUTPUT",
+        help="display://0, video files and/or http://HOST:PORT web views")
     add("--bundle", required=True, help="bundle directory (nanocap.json + ONNX graphs)")
     add("--headless", action="store_true", help="no window (recording and log still work)")
     add("--log", metavar="FILE.jsonl", help="one JSON line per new caption")
@@ -54,8 +59,26 @@ def get_parser():
     add("--flip", type=int, default=0, help="csi:// nvvidconv flip-method (0-7)")
     add("--reconnect", type=int, default=5, help="reopen attempts for a lost camera")
     add("--snapshot-dir", default=".", help="where s saves PNG snapshots")
+    add("--gate", default="on", choices=("on", "off"),
+        help="on: caption when the scene changed or --refresh passed, and change the shown "
+             "caption only when the scene backs it; off: caption whenever the model is free")
+    add("--change", type=float, default=DEFAULT_CHANGE,
+        help="scene change: fraction of a 32x24 grey thumbnail's cells that moved by more "
+             "than 16 levels since the frame last captioned (default %(default)s)")
+    add("--refresh", type=float, default=DEFAULT_REFRESH_S, metavar="S",
+        help="recaption an unchanged scene every S seconds (default %(default)s; 0 never)")
+    add("--web-token", metavar="T", help="web view: every route needs ?token=T or "
+                                         "Authorization: Bearer T")
+    add("--web-fps", type=float, default=15.0, help="web view: JPEGs per second at most "
+                                                    "(default %(default)s)")
+    add("--web-clients", type=int, default=8, help="web view: streams at once (default "
+                                                   "%(default)s; then 503)")
     add("--debug", action="store_true", help="show tracebacks")
     return parser
+
+
+def _message(text):
+    sys.stderr.write("nanocap: %s\n" % text)
 
 
 def _providers(text):
@@ -90,7 +113,9 @@ def _open_all(args):
         backend = open_backend(bundle, args.backend, args.precision, args.decode,
                                args.beam_size, _providers(args.providers), args.workspace_mb)
         opened.append(backend)
-        sinks = open_outputs(args.outputs, source.fps, args.headless)
+        sinks = open_outputs(args.outputs, source.fps, args.headless,
+                             {"token": args.web_token, "fps": args.web_fps,
+                              "clients": args.web_clients, "message": _message})
         opened.extend(sinks)
         log = CaptionLog(args.log, backend.name) if args.log else None
     except BaseException:
@@ -107,17 +132,24 @@ def main(argv=None):
     args = get_parser().parse_args(argv)
     if args.every < 1 or (args.max_frames is not None and args.max_frames < 1):
         raise NanocapError("--every and --max-frames must be >= 1")
-    source, backend, sinks, log = _open_all(args)
-    sys.stderr.write("nanocap: %s -> %s; %s\n" % (
-        source.name, ", ".join(args.outputs) or ("nothing (headless)" if not sinks else
-                                                 "display://0"), backend.describe()))
+    if not (args.fps > 0 and args.width > 0 and args.height > 0):
+        raise NanocapError("--fps, --width and --height must be > 0")
+    if not 0 <= args.change <= 1 or args.refresh < 0:
+        raise NanocapError("--change must be within 0..1 and --refresh >= 0 (got %s, %s)"
+                           % (args.change, args.refresh))
     stop_event = threading.Event()
-    previous = _install_signals(stop_event)
+    previous = _install_signals(stop_event)   # before opening: a web view is reachable at once
+    sinks, log = [], None
     try:
+        source, backend, sinks, log = _open_all(args)
+        sys.stderr.write("nanocap: %s -> %s; %s\n" % (
+            source.name, ", ".join(args.outputs) or ("nothing (headless)" if not sinks else
+                                                     "display://0"), backend.describe()))
         summary = run_live(source, backend, sinks, log, realtime=args.realtime,
                            max_frames=args.max_frames, every=args.every,
                            stop_event=stop_event, snapshot_dir=args.snapshot_dir,
-                           retries=args.reconnect)
+                           retries=args.reconnect, message=_message,
+                           gate=SceneGate(args.change, args.refresh, args.gate == "on"))
     finally:
         for sink in sinks:
             sink.close()
@@ -127,6 +159,13 @@ def main(argv=None):
             signal.signal(signum, handler)
     if summary.get("error"):
         sys.stderr.write("%s: %s\n" % (PROG, summary["error"]))
+    damaged = getattr(source, "damaged", [])
+    if damaged and not summary["frames"]:
+        raise NanocapError("no image could be read from %s: %d damaged, e.g. %s"
+                           % (source.name, len(damaged), damaged[0]))
+    if damaged:
+        sys.stderr.write("%s: skipped %d damaged image(s), e.g. %s\n"
+                         % (PROG, len(damaged), damaged[0]))
     sys.stdout.write(json.dumps(summary) + "\n")
     sys.stdout.flush()
     return 1 if summary.get("error") else 0

@@ -1,7 +1,8 @@
 """Where the live loop's frames and captions go: a window, a recording, a JSON-lines log.
 
-Outputs are named like inputs: ``display://0`` (an OpenCV window) or a video
-file path (``.mp4``, ``.avi``, ``.mkv``). Every sink has ``write(frame)`` and
+Outputs are named like inputs: ``display://0`` (an OpenCV window), a video
+file path (``.mp4``, ``.avi``, ``.mkv``; recorded from its own thread by
+``edge.recorder``) or ``http://HOST:PORT`` (a web view, ``edge.web``). Every sink has ``write(frame)`` and
 ``close()``; the window's ``write`` returns the key pressed (-1 for none).
 """
 import json
@@ -49,9 +50,39 @@ class DisplaySink(object):
             pass
 
 
+def gst_h264_writer(path, fps, width, height, bitrate=8000000):
+    """GStreamer pipeline for ``cv2.VideoWriter(..., cv2.CAP_GSTREAMER, ...)``: BGR
+    frames to the Jetson's hardware H.264 encoder (``nvv4l2h264enc``), muxed into
+    ``.mp4`` (``qtmux``) or ``.mkv`` (``matroskamux``) at ``path``."""
+    mux = "matroskamux" if path.lower().endswith(".mkv") else "qtmux"
+    return ("appsrc ! video/x-raw, format=BGR, width=%d, height=%d, framerate=%d/1000 ! "
+            "videoconvert ! video/x-raw, format=BGRx ! nvvidconv ! "
+            "video/x-raw(memory:NVMM), format=NV12 ! nvv4l2h264enc bitrate=%d "
+            "insert-sps-pps=true ! h264parse ! %s ! filesink location=\"%s\""
+            % (int(width), int(height), int(round(fps * 1000)), int(bitrate), mux, path))
+
+
+def is_jetson():
+    """True on an NVIDIA Jetson (L4T writes /etc/nv_tegra_release)."""
+    return os.path.exists("/etc/nv_tegra_release")
+
+
+def _open_writer(path, fourcc, fps, size):
+    """The hardware H.264 encoder through GStreamer on a Jetson whose OpenCV has
+    GStreamer (``.mp4``/``.mkv``); else (or if that fails) OpenCV's ``fourcc`` codec."""
+    from edge.sources import has_gstreamer
+    if is_jetson() and path.lower().endswith((".mp4", ".mkv")) and has_gstreamer():
+        writer = cv2.VideoWriter(gst_h264_writer(path, fps, size[0], size[1]),
+                                 cv2.CAP_GSTREAMER, 0, fps, size)
+        if writer.isOpened():
+            return writer
+    return cv2.VideoWriter(path, fourcc, fps, size)
+
+
 class VideoSink(object):
-    """A recording: opened on the first frame (its size), every later frame resized
-    to that size; ``close()`` finalises the file so it plays."""
+    """A recording: opened on the first frame (its size) at ``fps`` (which may be
+    changed until then), every later frame resized to that size; ``close()``
+    finalises the file so it plays."""
 
     def __init__(self, path, fps):
         self.path, self.fps = path, float(fps or 30.0)
@@ -68,7 +99,7 @@ class VideoSink(object):
     def write(self, frame):
         if self.writer is None:
             self.size = (frame.shape[1], frame.shape[0])
-            self.writer = cv2.VideoWriter(self.path, self.fourcc, self.fps, self.size)
+            self.writer = _open_writer(self.path, self.fourcc, self.fps, self.size)
             if not self.writer.isOpened():
                 raise NanocapError("cannot write video %s (codec not available)" % self.path)
         if (frame.shape[1], frame.shape[0]) != self.size:
@@ -83,27 +114,44 @@ class VideoSink(object):
             self.writer = None
 
 
+def caption_record(start, frame_index, result, when, backend_name, shown=True):
+    """One caption as the dict written to the log and sent to ``/events``:
+    ``{"t", "frame", "caption", "tokens", "latency_ms", "backend", "shown"}``;
+    ``t`` is seconds since ``start`` (``time.perf_counter`` values)."""
+    return {"t": round(when - start, 4), "frame": int(frame_index),
+            "caption": result.text, "tokens": [int(t) for t in result.tokens],
+            "latency_ms": round(float(result.latency_ms), 3), "backend": backend_name,
+            "shown": bool(shown)}
+
+
 class CaptionLog(object):
-    """JSON lines, one per new caption, flushed as written (thread-safe):
-    ``{"t", "frame", "caption", "tokens", "latency_ms", "backend"}``;
-    ``t`` is seconds since ``start`` (a ``time.perf_counter`` value)."""
+    """JSON lines, one per caption computed, flushed as written (thread-safe); each
+    line is a ``caption_record`` (``shown``: whether it replaced the caption shown)."""
 
     def __init__(self, path, backend_name, start=None):
         folder = os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(path):
+            raise NanocapError("--log %s is a folder; give a file such as %s"
+                               % (path, os.path.join(path, "captions.jsonl")))
         if not os.path.isdir(folder):
             raise NanocapError("log folder does not exist: %s" % folder)
-        self.handle = open(path, "w")
+        try:
+            self.handle = open(path, "w")
+        except (IOError, OSError) as exc:
+            raise NanocapError("cannot write log %s: %s" % (path, exc.strerror or exc))
         self.backend = backend_name
         self.start = time.perf_counter() if start is None else start
         self.lock = threading.Lock()
         self.lines = 0
 
-    def write_caption(self, frame_index, result, when=None):
+    def write_caption(self, frame_index, result, when=None, shown=True):
         """Append one caption (a ``CaptionResult``) describing frame ``frame_index``."""
         when = time.perf_counter() if when is None else when
-        record = {"t": round(when - self.start, 4), "frame": int(frame_index),
-                  "caption": result.text, "tokens": [int(t) for t in result.tokens],
-                  "latency_ms": round(float(result.latency_ms), 3), "backend": self.backend}
+        self.write_record(caption_record(self.start, frame_index, result, when,
+                                         self.backend, shown))
+
+    def write_record(self, record):
+        """Append one ``caption_record`` dict."""
         with self.lock:
             if self.handle is None:
                 return
@@ -118,9 +166,10 @@ class CaptionLog(object):
                 self.handle = None
 
 
-def open_outputs(outputs, fps, headless=False):
-    """Sinks for output names: ``display://N`` windows (skipped when ``headless``)
-    and video files. With no outputs, a window if a display exists."""
+def open_outputs(outputs, fps, headless=False, web_options=None):
+    """Sinks for output names: ``display://N`` windows (skipped when ``headless``),
+    ``http://HOST:PORT`` web views (``edge.web.WebView(name, **web_options)``) and
+    video files. With no outputs, a window if a display exists."""
     if not outputs and not headless and display_available():
         outputs = ["display://0"]
     sinks = []
@@ -129,6 +178,9 @@ def open_outputs(outputs, fps, headless=False):
             if name.startswith("display://"):
                 if not headless:
                     sinks.append(DisplaySink("nanocap %s" % name[len("display://"):]))
+            elif name.startswith("http://"):
+                from edge.web import WebView
+                sinks.append(WebView(name, **(web_options or {})))
             else:
                 sinks.append(VideoSink(name, fps))
     except NanocapError:

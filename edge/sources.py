@@ -21,7 +21,8 @@ from collections import namedtuple
 import cv2
 
 from edge.errors import NanocapError
-from edge.image import IMAGE_EXTENSIONS, list_images
+from edge.image import IMAGE_EXTENSIONS, list_images, read_image
+from edge.synthetic import SyntheticSource, synthetic_options
 
 SourceSpec = namedtuple("SourceSpec", "kind location options")
 KINDS = ("v4l2", "csi", "file", "rtsp", "gst", "synthetic", "image", "folder")
@@ -161,42 +162,11 @@ class CaptureSource(object):
             self.capture = None
 
 
-class SyntheticSource(object):
-    """``edge.synthetic`` scenes paced at ``fps`` like a camera (``live``); with
-    ``pace=False`` read as fast as possible, like a file; ``frames`` ends it (0 = endless)."""
-
-    def __init__(self, width=640, height=480, fps=DEFAULT_FPS, frames=0, seed=0, pace=True):
-        from edge.synthetic import SyntheticScene
-        self.scene = SyntheticScene(width, height, seed=seed)
-        self.fps, self.frames, self.pace = float(fps), int(frames), bool(pace)
-        self.live = self.pace
-        self.name = "synthetic://"
-        self.index, self.start, self.ended = 0, None, False
-
-    def read(self):
-        if self.frames and self.index >= self.frames:
-            self.ended = True
-            return None
-        if self.pace:
-            now = time.perf_counter()
-            if self.start is None:
-                self.start = now
-            wait = self.start + self.index / self.fps - now
-            if wait > 0:
-                time.sleep(wait)
-        frame = self.scene.frame(self.index)
-        self.index += 1
-        return frame
-
-    def reopen(self):
-        return False
-
-    def close(self):
-        pass
-
-
 class ImageSource(object):
-    """Image files as frames, one each; an unreadable one is skipped and counted."""
+    """Image files as frames, one each (``edge.image.read_image``: corrupt and
+    truncated files are damaged). A damaged one is skipped and named in
+    ``damaged`` (a list of its messages); a single image is read at open, so a
+    damaged one fails there with one line."""
 
     live = False
     fps = 1.0
@@ -205,16 +175,24 @@ class ImageSource(object):
     def __init__(self, paths, name):
         if not paths:
             raise NanocapError("no images in %s" % name)
-        self.paths, self.name, self.skipped, self.index = list(paths), name, 0, 0
+        self.paths, self.name, self.damaged, self.index = list(paths), name, [], 0
+        self._first = read_image(self.paths[0]) if len(self.paths) == 1 else None
+
+    @property
+    def skipped(self):
+        return len(self.damaged)
 
     def read(self):
+        if self._first is not None:
+            frame, self._first, self.index = self._first, None, 1
+            return frame
         while self.index < len(self.paths):
             path = self.paths[self.index]
             self.index += 1
-            frame = cv2.imread(path, cv2.IMREAD_COLOR)
-            if frame is not None and frame.size:
-                return frame
-            self.skipped += 1
+            try:
+                return read_image(path)
+            except NanocapError as exc:
+                self.damaged.append(str(exc))
         return None
 
     def reopen(self):
@@ -279,10 +257,9 @@ def open_source(uri, width=640, height=480, fps=DEFAULT_FPS, latency_ms=200,
         return CaptureSource(lambda: cv2.VideoCapture(where, cv2.CAP_GSTREAMER),
                              "GStreamer pipeline %r" % where, live=True)
     if kind == "synthetic":
-        o = spec.options
-        return SyntheticSource(int(o.get("width", width)), int(o.get("height", height)),
-                               o.get("fps", fps), int(o.get("frames", 0)),
-                               int(o.get("seed", 0)), bool(o.get("pace", 1)))
+        o = synthetic_options(spec.options, width, height, fps)
+        return SyntheticSource(o["width"], o["height"], o["fps"], o["frames"], o["seed"],
+                               bool(o["pace"]))
     if kind == "folder":
         return ImageSource(list_images(where), "folder %s" % where)
     if not os.path.isfile(where):

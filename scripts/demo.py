@@ -161,8 +161,9 @@ def read_log(path):
 
 
 def caption_at(log, frame):
-    """The caption shown at ``frame``: the newest logged caption of a frame <= it."""
-    shown = [c for c in log if c.get("frame", 0) <= frame]
+    """The caption shown at ``frame``: the newest logged caption of a frame <= it
+    that was shown (log lines carry ``shown``: the scene gate holds some back)."""
+    shown = [c for c in log if c.get("frame", 0) <= frame and c.get("shown", True)]
     return shown[-1]["caption"] if shown else None
 
 

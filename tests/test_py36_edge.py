@@ -40,15 +40,19 @@ def test_versions_are_the_floor(edge_only):
     assert result.stdout.split()[:2] == ["(3,", "6)"] and "1.19" in result.stdout
 
 
-def test_live_cli_on_py36(tiny_bundle, real_data, edge_only):
+def write_photo_video(path, real_data, photos, frames_each, size):
+    """An MJPG 30 FPS .avi of the first ``photos`` real photos, ``frames_each`` frames each."""
     folder = os.path.join(real_data, "flickr8k", "images")
-    writer = cv2.VideoWriter(os.path.join(edge_only, "in.avi"),
-                             cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (160, 120))
-    for name in sorted(os.listdir(folder))[:3]:
-        photo = cv2.resize(cv2.imread(os.path.join(folder, name)), (160, 120))
-        for _ in range(5):
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 30.0, size)
+    for name in sorted(os.listdir(folder))[:photos]:
+        photo = cv2.resize(cv2.imread(os.path.join(folder, name)), size)
+        for _ in range(frames_each):
             writer.write(photo)
     writer.release()
+
+
+def test_live_cli_on_py36(tiny_bundle, real_data, edge_only):
+    write_photo_video(os.path.join(edge_only, "in.avi"), real_data, 3, 5, (160, 120))
     for decode in ("greedy", "beam"):
         result = run36(["-m", "edge", "in.avi", "out.mp4", "--bundle", tiny_bundle,
                         "--headless", "--decode", decode, "--log", "caps.jsonl"], edge_only)
@@ -63,9 +67,29 @@ def test_live_cli_on_py36(tiny_bundle, real_data, edge_only):
     assert "Traceback" not in missing.stderr
 
 
+def test_web_view_gate_and_recorder_on_py36(tiny_bundle, real_data, edge_only):
+    """The web view (real HTTP), the gate and the recorder thread under Python 3.6."""
+    from tests.test_web import LiveRun, read_mjpeg_frames
+    write_photo_video(os.path.join(edge_only, "web.avi"), real_data, 2, 90, (320, 240))
+    run = LiveRun(tiny_bundle, edge_only, ["--realtime", "--log", "web.jsonl"],
+                  source="web.avi", python=PY36, path=edge_only, outputs=["rec.mp4"])
+    try:
+        status = json.loads(run.get("/status.json")[2].decode("utf-8"))
+        frames = read_mjpeg_frames(run.port, 2)
+        assert run.get("/snapshot.jpg")[0] == 200 and run.get("/x")[0] == 404
+    finally:
+        seconds, summary, err = run.stop()
+    assert status["backend"] == "ort" and len(frames) == 2 and frames[0].shape == (240, 320, 3)
+    assert summary is not None and seconds < 5, err
+    assert summary["recorded_frames"] == len(count_frames(os.path.join(edge_only, "rec.mp4")))
+    assert summary["captions_computed"] >= 1 and summary["gated_frames"] > 0
+    with open(os.path.join(edge_only, "web.jsonl")) as handle:
+        assert all("shown" in json.loads(line) for line in handle)
+
+
 def test_edge_unit_tests_on_py36():
-    """The torch-free edge tests (sources, overlay) pass under Python 3.6 too."""
+    """The torch-free edge tests (sources, overlay, gate, web URIs) pass under Python 3.6 too."""
     result = run36(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_sources.py",
-                    "tests/test_overlay.py"], ROOT)
+                    "tests/test_overlay.py", "tests/test_gate.py", "tests/test_web.py"], ROOT)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert " passed" in result.stdout

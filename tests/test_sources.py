@@ -41,6 +41,18 @@ def test_parse_files_streams_and_others(tmp_path):
             parse_uri(bad)
 
 
+def test_hardware_writer_pipeline():
+    from edge.sinks import gst_h264_writer
+    assert gst_h264_writer("/data/out run.mp4", 14.98, 1920, 1080) == (
+        "appsrc ! video/x-raw, format=BGR, width=1920, height=1080, framerate=14980/1000 ! "
+        "videoconvert ! video/x-raw, format=BGRx ! nvvidconv ! video/x-raw(memory:NVMM), "
+        "format=NV12 ! nvv4l2h264enc bitrate=8000000 insert-sps-pps=true ! h264parse ! "
+        "qtmux ! filesink location=\"/data/out run.mp4\"")
+    mkv = gst_h264_writer("a.mkv", 30, 640, 480, bitrate=2000000)
+    assert "framerate=30000/1000" in mkv and "bitrate=2000000" in mkv
+    assert "! matroskamux ! filesink" in mkv
+
+
 def test_gstreamer_pipelines():
     assert gst_usb_mjpg("/dev/video0", 640, 480, 30) == (
         "v4l2src device=/dev/video0 io-mode=2 ! image/jpeg, width=640, height=480, "

@@ -1,0 +1,299 @@
+"""``http://HOST:PORT`` as an output: a web view of the live loop, stdlib only.
+
+Routes (nothing else exists: 404; no file on disk is ever served)::
+
+    /              the page (edge.web_page): live picture, captions newest first
+    /stream.mjpg   annotated frames, multipart/x-mixed-replace JPEGs
+    /events        captions as server-sent events, one ``caption_record`` JSON each
+    /snapshot.jpg  the newest annotated frame
+    /status.json   fps, caption fps, latency percentiles, backend, providers,
+                   uptime, clients, the shown caption and the recent ones
+
+``@`` binds every interface, a host binds that one, no host means loopback.
+With a token every route needs ``?token=T`` or ``Authorization: Bearer T`` (401).
+
+The loop never waits for a client: ``write(frame)`` only keeps a reference to
+the newest frame; one encoder thread JPEG-encodes it at most ``fps`` times a
+second and only while someone watches, once whatever the number of clients;
+each client thread sends the newest JPEG when it is free (a slow client skips
+frames) through a socket with a send timeout (a stalled client is dropped).
+At most ``clients`` streams at once (``/stream.mjpg`` + ``/events``); then 503.
+"""
+import collections
+import hmac
+import json
+import re
+import socket
+import threading
+import time
+
+import cv2
+
+from edge.errors import NanocapError
+from edge.web_page import page_html
+
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from socketserver import ThreadingMixIn
+from urllib.parse import parse_qs, urlparse
+
+ROUTES = ("/", "/stream.mjpg", "/events", "/snapshot.jpg", "/status.json")
+BOUNDARY = "nanocapframe"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+SEND_BUFFER = 256 * 1024    # bytes a stalled client can hold up before the send timeout runs
+
+
+def parse_web_uri(uri):
+    """``http://@:8080`` -> ``("0.0.0.0", 8080)``; ``http://127.0.0.1:9000`` -> that;
+    ``http://:8080`` -> loopback. Pure."""
+    match = re.match(r"^http://(\[[0-9a-fA-F:]*\]|[A-Za-z0-9.@-]*)(?::(\d+))?/?$", uri)
+    if not match:
+        raise NanocapError("web output must look like http://@:8080 or http://127.0.0.1:8080 "
+                           "(got %r)" % uri)
+    host = match.group(1).strip("[]")
+    host = "0.0.0.0" if host == "@" else (host or "127.0.0.1")
+    port = int(match.group(2) or 8080)
+    if not 0 <= port <= 65535:
+        raise NanocapError("web port out of range: %d" % port)
+    return host, port
+
+
+class _Server(ThreadingMixIn, HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class WebView(object):
+    """The web output (see the module text); a sink: ``write(frame)``, ``close()``,
+    plus ``add_caption(record)`` and ``status_source`` (a callable -> dict)."""
+
+    def __init__(self, uri, token=None, fps=15.0, clients=8, send_timeout_s=3.0, message=None):
+        self.host, self.port = parse_web_uri(uri)
+        if fps <= 0 or clients < 1:
+            raise NanocapError("--web-fps must be > 0 and --web-clients >= 1")
+        self.token, self.fps, self.max_clients = token or None, float(fps), int(clients)
+        self.send_timeout_s = float(send_timeout_s)
+        self.cond = threading.Condition()
+        self.frame, self.frame_seq, self.jpeg, self.jpeg_seq = None, 0, None, 0
+        self.jpeg_from = 0      # frame_seq of the frame behind the newest JPEG
+        self.encoded, self.watchers, self.clients, self.closing = 0, 0, 0, False
+        self.captions, self.caption_count, self.shown = collections.deque(maxlen=50), 0, None
+        self.sockets, self.status_source, self.started = set(), None, time.time()
+        try:
+            self.server = _Server((self.host, self.port), _Handler)
+        except (socket.error, OverflowError) as exc:
+            raise NanocapError("cannot serve %s on port %d: %s"
+                               % (self.host, self.port, getattr(exc, "strerror", None) or exc))
+        self.server.view = self
+        self.port = self.server.server_address[1]
+        self.url = "http://%s:%d/" % ("127.0.0.1" if self.host == "0.0.0.0" else self.host,
+                                      self.port)
+        if message and self.host in LOOPBACK:
+            message("web view on http://%s:%d/ (this machine only)" % (self.host, self.port))
+        elif message:
+            message("web view on http://%s:%d/ (%s): the camera is now visible on the network%s"
+                    % (self.host, self.port, "every interface" if self.host == "0.0.0.0"
+                       else "this interface", "" if self.token else
+                       "; anyone who can reach this port sees it (--web-token T protects it)"))
+        self.threads = [threading.Thread(target=self.server.serve_forever, args=(0.1,),
+                                         name="web"),
+                        threading.Thread(target=self._encode_loop, name="web-encoder")]
+        for thread in self.threads:
+            thread.daemon = True
+            thread.start()
+
+    # -- the loop's side: never waits ------------------------------------------
+    def write(self, frame):
+        """Keep ``frame`` (not copied: the caller must not change it later) as the newest."""
+        with self.cond:
+            self.frame, self.frame_seq = frame, self.frame_seq + 1
+            if self.watchers:
+                self.cond.notify_all()
+        return -1
+
+    def add_caption(self, record):
+        """A caption was computed (a ``caption_record`` dict): to ``/events`` and the page."""
+        with self.cond:
+            self.captions.append(record)
+            self.caption_count += 1
+            if record.get("shown"):
+                self.shown = record
+            self.cond.notify_all()
+
+    # -- encoder thread ---------------------------------------------------------
+    def _encode_loop(self):
+        last = 0.0
+        while True:
+            with self.cond:
+                while not self.closing and (not self.watchers or self.frame is None
+                                            or self.frame_seq == self.jpeg_from):
+                    self.cond.wait(0.5)
+                if self.closing:
+                    return
+            wait = last + 1.0 / self.fps - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            with self.cond:
+                frame, seq = self.frame, self.frame_seq
+            ok, buf = cv2.imencode(".jpg", frame, [int(cv2.IMWRITE_JPEG_QUALITY), 80])
+            last = time.perf_counter()
+            with self.cond:
+                if ok:
+                    self.jpeg, self.jpeg_seq, self.jpeg_from = buf.tobytes(), self.jpeg_seq + 1, seq
+                    self.encoded += 1
+                self.cond.notify_all()
+
+    # -- client threads ---------------------------------------------------------
+    def watch(self, stream, frames):
+        """Count a client in: ``stream`` (long-lived: limited to ``max_clients``) and/or
+        ``frames`` (it wants JPEGs: the encoder runs); False when full."""
+        with self.cond:
+            if stream and self.clients >= self.max_clients:
+                return False
+            self.clients += int(stream)
+            self.watchers += int(frames)
+            self.cond.notify_all()
+            return True
+
+    def unwatch(self, stream, frames):
+        with self.cond:
+            self.clients -= int(stream)
+            self.watchers -= int(frames)
+
+    def next_jpeg(self, after, timeout=1.0):
+        """``(jpeg, seq)`` newer than ``after``, or ``(None, after)`` on timeout/closing."""
+        end = time.perf_counter() + timeout
+        with self.cond:
+            while self.jpeg_seq <= after and not self.closing:
+                left = end - time.perf_counter()
+                if left <= 0:
+                    return None, after
+                self.cond.wait(left)
+            if self.closing:
+                return None, after
+            return self.jpeg, self.jpeg_seq
+
+    def next_captions(self, after, timeout=1.0):
+        """``(records, count)``: captions added after the first ``after``, or [] on timeout."""
+        end = time.perf_counter() + timeout
+        with self.cond:
+            while self.caption_count <= after and not self.closing:
+                left = end - time.perf_counter()
+                if left <= 0:
+                    return [], after
+                self.cond.wait(left)
+            new = min(self.caption_count - after, len(self.captions))
+            return list(self.captions)[len(self.captions) - new:], self.caption_count
+
+    def authorized(self, query, header):
+        if not self.token:
+            return True
+        given = (parse_qs(query).get("token") or [""])[0]
+        if header and header.startswith("Bearer "):
+            given = header[len("Bearer "):].strip()
+        return hmac.compare_digest(given.encode("utf-8"), self.token.encode("utf-8"))
+
+    def status(self):
+        """The ``/status.json`` dict."""
+        data = dict(self.status_source() if self.status_source else {})
+        with self.cond:
+            data.update({"uptime_s": round(time.time() - self.started, 1),
+                         "clients": self.clients, "jpeg_encoded": self.encoded,
+                         "shown": self.shown, "captions_recent": list(self.captions)[::-1][:20]})
+        return data
+
+    def close(self):
+        """Stop serving and free the port at once; open client sockets are shut."""
+        with self.cond:
+            if self.closing:
+                return
+            self.closing = True
+            self.cond.notify_all()
+            sockets = list(self.sockets)
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except (socket.error, OSError):
+                pass
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """One request; long-lived ones (stream, events) loop until the client or server goes."""
+
+    protocol_version = "HTTP/1.0"
+    server_version = "nanocap"
+
+    def log_message(self, *args):
+        pass
+
+    def _plain(self, code, text, ctype="text/plain; charset=utf-8"):
+        body = text if isinstance(text, bytes) else text.encode("utf-8")
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        view = self.server.view
+        url = urlparse(self.path)
+        if url.path not in ROUTES:
+            return self._plain(404, "not found\n")
+        if not view.authorized(url.query, self.headers.get("Authorization")):
+            return self._plain(401, "a token is needed: ?token=T or Authorization: Bearer T\n")
+        self.connection.settimeout(view.send_timeout_s)
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+        with view.cond:
+            view.sockets.add(self.connection)
+        try:
+            if url.path == "/":
+                self._plain(200, page_html(), "text/html; charset=utf-8")
+            elif url.path == "/status.json":
+                self._plain(200, json.dumps(view.status()), "application/json")
+            elif url.path == "/snapshot.jpg":
+                self._snapshot(view)
+            else:
+                self._stream(view, url.path == "/events")
+        except (socket.error, socket.timeout, OSError, ValueError):
+            pass    # the client went away or stalled: only its own thread ends
+        finally:
+            with view.cond:
+                view.sockets.discard(self.connection)
+
+    def _snapshot(self, view):
+        view.watch(False, True)
+        try:
+            jpeg, _ = view.next_jpeg(view.jpeg_seq, timeout=2.0)
+        finally:
+            view.unwatch(False, True)
+        if jpeg is None:
+            return self._plain(503, "no frame\n")
+        self._plain(200, jpeg, "image/jpeg")
+
+    def _stream(self, view, events):
+        if not view.watch(True, not events):
+            return self._plain(503, "too many clients (--web-clients %d)\n" % view.max_clients)
+        try:
+            self.send_response(200)
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("Content-Type", "text/event-stream" if events else
+                             "multipart/x-mixed-replace; boundary=%s" % BOUNDARY)
+            self.end_headers()
+            seq = view.caption_count if events else 0
+            while not view.closing:
+                if events:
+                    records, seq = view.next_captions(seq, timeout=10.0)
+                    data = "".join("data: %s\n\n" % json.dumps(r) for r in records)
+                    self.wfile.write((data or ": keep-alive\n\n").encode("utf-8"))
+                else:
+                    jpeg, seq = view.next_jpeg(seq)
+                    if jpeg is not None:
+                        self.wfile.write(b"--" + BOUNDARY.encode("ascii") + b"\r\nContent-Type: "
+                                         b"image/jpeg\r\nContent-Length: "
+                                         + str(len(jpeg)).encode("ascii") + b"\r\n\r\n"
+                                         + jpeg + b"\r\n")
+                self.wfile.flush()
+        finally:
+            view.unwatch(True, not events)

@@ -1,0 +1,114 @@
+"""The scene gate on real photos: sensor-like noise does not trigger it, cuts do,
+the shown caption holds; and the same through the real loop and ONNX Runtime."""
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.gate import SceneGate, ShownCaption, change_fraction, thumbnail
+
+
+def photos(real_data, count, size=(640, 480)):
+    folder = os.path.join(real_data, "flickr8k", "images")
+    names = sorted(os.listdir(folder))[:count]
+    return [cv2.resize(cv2.imread(os.path.join(folder, n)), size) for n in names]
+
+
+def noisy(photo, rng, sigma=4.0):
+    """``photo`` with per-frame Gaussian sensor noise of ``sigma`` grey levels."""
+    noise = rng.normal(0, sigma, photo.shape)
+    return np.clip(photo.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+
+
+def run_gate(frames, fps=30.0, enabled=True):
+    """Indices of the frames the gate lets through (the captioner always free)."""
+    gate, picked = SceneGate(enabled=enabled), []
+    for i, frame in enumerate(frames):
+        wanted, _ = gate.check(frame, i / fps)
+        if wanted:
+            gate.captioned(frame, i / fps)
+            picked.append(i)
+    return picked, gate
+
+
+def test_noise_is_no_change_a_cut_is(real_data):
+    a, b = photos(real_data, 2)
+    rng = np.random.RandomState(0)
+    assert change_fraction(thumbnail(noisy(a, rng)), thumbnail(noisy(a, rng))) < 0.02
+    assert change_fraction(thumbnail(a), thumbnail(b)) > 0.3
+
+
+def test_static_scene_30s_captions_few(real_data):
+    photo = photos(real_data, 1)[0]
+    rng = np.random.RandomState(1)
+    frames = [noisy(photo, rng) for _ in range(8)]
+    stream = [frames[i % 8] for i in range(900)]          # 30 s at 30 FPS
+    on, gate = run_gate(stream)
+    off, _ = run_gate(stream, enabled=False)
+    assert len(off) == 900
+    assert on == [0, 300, 600] and gate.gated == 897      # first frame, then every --refresh
+    assert len(on) <= 0.1 * len(off)
+
+
+def test_slideshow_every_cut_captioned_at_once(real_data):
+    slides = photos(real_data, 8, size=(320, 240))
+    rng = np.random.RandomState(2)
+    stream = [noisy(slides[i // 120], rng) for i in range(8 * 120)]   # 4 s each at 30 FPS
+    picked, _ = run_gate(stream)
+    for cut in range(0, 960, 120):
+        assert cut in picked, (cut, picked)
+    assert len(picked) <= 8 + 8          # cuts plus at most one refresh per slide
+
+
+def test_shown_caption_holds_against_synonyms():
+    shown = ShownCaption()
+    assert shown.accept("a dog runs", changed=True)
+    assert not shown.accept("a dog is running", changed=False)   # a refresh, once: held
+    assert not shown.accept("a dog runs", changed=False)
+    assert not shown.accept("a brown dog runs", changed=False)
+    assert shown.accept("a brown dog runs", changed=False)       # the same new text twice
+    assert shown.accept("two men talk", changed=True)            # backed by a scene change
+    assert shown.shown == 3 and shown.text == "two men talk"
+    free = ShownCaption(hold=False)                              # --gate off: every caption
+    assert free.accept("a", False) and free.accept("b", False) and free.shown == 2
+
+
+@pytest.fixture(scope="module")
+def slideshow(real_data, tmp_path_factory):
+    """4 real photos, 1 s each at 30 FPS, 160x120, with sensor noise: a 120-frame .avi."""
+    path = str(tmp_path_factory.mktemp("slides") / "slides.avi")
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (160, 120))
+    rng = np.random.RandomState(3)
+    for photo in photos(real_data, 4, size=(160, 120)):
+        for _ in range(30):
+            writer.write(noisy(photo, rng))
+    writer.release()
+    return path
+
+
+def test_loop_gate_on_and_off(tiny_bundle, slideshow, tmp_path):
+    from edge.backends import open_backend
+    from edge.live import run_live
+    from edge.sinks import CaptionLog
+    from edge.sources import open_source
+
+    summaries = {}
+    for mode in ("on", "off"):
+        log_path = str(tmp_path / ("%s.jsonl" % mode))
+        backend = open_backend(tiny_bundle, backend="ort")
+        log = CaptionLog(log_path, backend.name)
+        summaries[mode] = run_live(open_source(slideshow), backend, log=log,
+                                   gate=SceneGate(enabled=mode == "on"))
+        log.close()
+        with open(log_path) as handle:
+            lines = [json.loads(line) for line in handle]
+        summary = summaries[mode]
+        assert len(lines) == summary["captions_computed"] == summary["captions"]
+        assert sum(l["shown"] for l in lines) == summary["captions_shown"]
+        if mode == "on":      # a file read frame by frame: every cut is the frame captioned
+            assert [l["frame"] for l in lines] == [0, 30, 60, 90]
+            assert 90 <= summary["gated_frames"] <= 116   # frames met while the model was busy are not gated
+    assert summaries["off"]["gated_frames"] == 0
+    assert summaries["off"]["captions_computed"] > 2 * summaries["on"]["captions_computed"]
