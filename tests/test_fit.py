@@ -120,7 +120,8 @@ def with_corrupt(real_data, tmp_path):
 def test_corrupt_images_are_skipped_and_counted(with_corrupt, tmp_path):
     result = _cli("fit", "--data", with_corrupt, "--out", str(tmp_path / "run"), "--epochs", "1", *TINY)
     assert result.returncode == 0, result.stderr
-    assert "2 unreadable images skipped" in result.stdout
+    line = [l for l in result.stdout.splitlines() if "2 unreadable images skipped" in l][0]
+    assert "truncated.jpg" in line and "garbage.jpg" in line  # named, not only counted
     assert "train 9 images, val 1 images" in result.stdout
 
 
@@ -128,7 +129,9 @@ def test_corrupt_images_skipped_when_streaming_with_augmentation(with_corrupt, t
     run = str(tmp_path / "run")
     assert main(["fit", "--data", with_corrupt, "--out", run, "--epochs", "1", "--augment",
                  "--workers", "0"] + TINY + ["--batch-size", "4"]) == 0
-    assert "2 unreadable images skipped this epoch" in capsys.readouterr().out
+    line = [l for l in capsys.readouterr().out.splitlines() if "skipped this epoch" in l][0]
+    assert line.startswith("2 unreadable images skipped this epoch")
+    assert "truncated.jpg" in line and "garbage.jpg" in line
     assert _log(run)[0]["images"] == 9 and _log(run)[0]["skipped"] == 2
 
 
