@@ -259,6 +259,8 @@ def fit(args, ctx):
                             phase_deadline, args, ctx, log)
         if stopped:
             break
+    if ctx.distributed:
+        distributed.check_ranks_agree(ctx, model, log)
     log("done in %.1f min; best val score %s; %s" % ((time.time() - started) / 60.0,
         "%.4f" % state["best_score"] if state["best_score"] is not None else "n/a",
         os.path.join(args.out, "best.pt")))
