@@ -30,7 +30,8 @@ def shapes(tmp_path_factory):
 def assert_same_tensors(a, b, where):
     """Nested dicts/lists of tensors and numbers: equal, bit for bit."""
     if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
+        if not (isinstance(b, torch.Tensor) and torch.equal(a, b)):
+            pytest.fail("%s differs" % where)
     elif isinstance(a, dict):
         assert sorted(a) == sorted(b), where
         for key in a:
@@ -39,8 +40,8 @@ def assert_same_tensors(a, b, where):
         assert len(a) == len(b), where
         for i, (x, y) in enumerate(zip(a, b)):
             assert_same_tensors(x, y, "%s[%d]" % (where, i))
-    else:
-        assert a == b, (where, a, b)
+    elif a != b:
+        pytest.fail("%s differs: %r != %r" % (where, a, b))
 
 
 def test_resume_continues_exactly(shapes, tmp_path, monkeypatch, capsys):
