@@ -167,4 +167,10 @@ def test_torchrun_two_processes(shapes, tmp_path):
     log = _log(run)
     assert [e["epoch"] for e in log] == [1, 2]   # rank 0 alone writes the log
     assert log[0]["images"] == 40                 # both ranks' shares of the 40 images
-    assert load_checkpoint(os.path.join(run, "last.pt"))[2]["train"]["epoch"] == 2
+    model, _, payload = load_checkpoint(os.path.join(run, "last.pt"))
+    assert payload["train"]["epoch"] == 2
+    # every rank digests its own parameters at the end; they agree, and equal rank 0's saved ones
+    from train.distributed import parameters_digest
+    agree = [l for l in result.stdout.splitlines() if l.startswith("weights identical on 2 ranks")]
+    assert agree == ["weights identical on 2 ranks (sha1 %s)" % parameters_digest(model)], \
+        result.stdout[-2000:]
