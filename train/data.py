@@ -52,13 +52,13 @@ def read_resized(path, size, augment=False, problems=None):
         return None
 
 
-def name_unreadable(problems, count, debug=False):
-    """One log line naming unreadable images: ``count`` and the first three
+def name_unreadable(problems, debug=False):
+    """One log line naming unreadable images: how many, and the first three
     ``problems`` (every one with ``debug``)."""
     shown = problems if debug else problems[:3]
     more = len(problems) - len(shown)
     return "%d unreadable images skipped (corrupt, cut short or not an image): %s%s" % (
-        count, "; ".join(shown), "; %d more (--debug lists them)" % more if more else "")
+        len(problems), "; ".join(shown), "; %d more (--debug lists them)" % more if more else "")
 
 
 class ImageSource(object):

@@ -5,8 +5,11 @@ Phases: ``joint`` (encoder + decoder trained together), or with
 cached on disk, then ``--finetune-epochs`` of ``finetune`` (joint, LR / 10).
 Each epoch writes ``RUN/last.pt`` (resumed from when present), ``RUN/best.pt``
 when the validation CIDEr improves (greedy decoding, ``train.metrics.quick_scores``)
-and one line of ``RUN/log.jsonl``. ``--minutes`` stops on a wall-clock budget;
-the LR follows a warm-up then a cosine over steps or time, whichever runs out first.
+and one line of ``RUN/log.jsonl``. A resumed run continues exactly (weights,
+optimizer, best score, per-epoch seeds); an ``--out`` holding another model config
+or dataset is refused unless ``--restart`` (``train.fit_checks``). ``--minutes``
+stops on a wall-clock budget; the LR follows a warm-up then a cosine over steps
+or time, whichever runs out first.
 """
 import contextlib
 import json
@@ -26,8 +29,8 @@ from train import data as tdata
 from train import distributed
 from train.checkpoint import read_checkpoint, save_checkpoint
 from train.datasets import FORMATS, by_split, filter_existing, load_dataset
-from train.fit_checks import RUN_FILES, check_arguments, check_resume, data_digest
 from train.decoding import greedy_search
+from train.fit_checks import RUN_FILES, check_arguments, check_resume, data_digest
 from train.metrics import quick_scores
 from train.model import BACKBONES, Captioner, ModelConfig
 
@@ -112,7 +115,7 @@ def load_sources(args, splits, size, log, ctx):
                                    progress=ctx.main and not args.no_progress, augment=args.augment)
     val, bad_val = tdata.load_images(splits["val"][:args.val_images], size, args.preload_mb)
     if bad + bad_val:
-        log(tdata.name_unreadable(bad + bad_val, len(bad + bad_val), getattr(args, "debug", False)))
+        log(tdata.name_unreadable(bad + bad_val, getattr(args, "debug", False)))
     if not len(train):
         raise NanocapError("no usable images in the train split (%d unreadable, e.g. %s)"
                            % (len(bad), bad[0] if bad else "?"))
