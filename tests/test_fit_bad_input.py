@@ -139,3 +139,17 @@ def test_training_skips_and_names_truncated_images(cut_short, real_data):
     source, problems = load_images(records, 32)
     assert len(source) == 2 and len(problems) == 1
     assert "cut short" in problems[0] and path in problems[0]
+
+
+def test_token_and_csv_lines_without_fields_are_skipped_and_named(real_data, tmp_path):
+    lines = open(os.path.join(real_data, "flickr8k", "Flickr8k.token.txt")).read().splitlines()[:10]
+    token = tmp_path / "results_20130124.token"
+    token.write_text("\n".join(lines[:5] + ["a caption with no image name"] + lines[5:]) + "\n")
+    log = []
+    assert len(load_dataset(str(token), log=log.append)) == 2
+    assert "skipped 1 malformed records (first: line 6: no tab between image and caption)" in log[0]
+    pipe = tmp_path / "results.csv"
+    pipe.write_text("image_name| comment_number| comment\na.jpg| 0| a dog\nb.jpg\nc.jpg| 0| a cat\n")
+    log = []
+    assert [r.image_id for r in load_dataset(str(pipe), log=log.append)] == ["a.jpg", "c.jpg"]
+    assert "(first: line 3: 1 fields, expected 3)" in log[0]
