@@ -24,11 +24,35 @@ def resize(frame, size):
     return cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
 
 
+JPEG_SOI = b"\xff\xd8"
+JPEG_EOI = b"\xff\xd9"
+EOI_WINDOW = 1024  # bytes at the end searched for EOI (some writers pad after it)
+
+
+def jpeg_cut_short(data):
+    """True when ``data`` (a file's bytes) is a JPEG without its end-of-image
+    marker near the end: a file cut short (an interrupted copy), which libjpeg
+    would decode partially with only a "Premature end of JPEG file" on stderr.
+    Byte stuffing keeps FF D9 out of the entropy-coded data, so a cut file
+    has none in its tail."""
+    return data[:2] == JPEG_SOI and data.rfind(JPEG_EOI, max(0, len(data) - EOI_WINDOW)) < 0
+
+
 def read_image(path):
-    """Read an image file as ``uint8 [H, W, 3]`` BGR; ``NanocapError`` if unreadable."""
+    """Read an image file as ``uint8 [H, W, 3]`` BGR; ``NanocapError`` naming the
+    file if it is missing, corrupt, not an image, or a JPEG cut short."""
     if not os.path.isfile(path):
         raise NanocapError("image not found: %s" % path)
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except (IOError, OSError) as exc:
+        raise NanocapError("cannot read image %s: %s" % (path, exc))
+    if jpeg_cut_short(data):
+        raise NanocapError("damaged image (JPEG cut short, no end marker): %s" % path)
+    image = None
+    if data:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None or image.size == 0:
         raise NanocapError("cannot decode image (corrupt or not an image): %s" % path)
     return image

@@ -6,6 +6,22 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 REAL_DATA = os.path.join(FIXTURES, "data")
+PY36_VENV = os.path.join(ROOT, ".venv36")
+
+
+def py36_python():
+    """``(interpreter path or None, reason)`` of the Jetson-floor runtime venv
+    (Python 3.6, numpy 1.19.5, onnxruntime 1.10.0, OpenCV 4.6): ``$NANOCAP_PY36``
+    if set, else ``.venv36/bin/python`` as ``.ci/py36-venv`` builds it."""
+    path = os.environ.get("NANOCAP_PY36") or os.path.join(PY36_VENV, "bin", "python")
+    if os.path.isfile(path):
+        return path, ""
+    return None, ("no Python 3.6 runtime venv at %s (build it with .ci/py36-venv; "
+                  "needs a pyenv Python 3.6)" % path)
+
+
+PY36, PY36_MISSING = py36_python()
+needs_py36 = pytest.mark.skipif(PY36 is None, reason=PY36_MISSING)
 
 
 @pytest.fixture(scope="session")

@@ -110,14 +110,19 @@ def test_caption_two_real_images_and_a_bad_one(tiny_checkpoint, tiny_bundle, rea
         shutil.copy(os.path.join(image_dir, name), str(folder / name))
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8 truncated")
-    images = [str(folder / real[0]), str(bad), str(folder / real[1])]
+    whole = (folder / real[0]).read_bytes()
+    cut = tmp_path / "cut.jpg"  # an interrupted copy: OpenCV alone decodes it partially
+    cut.write_bytes(whole[:len(whole) * 6 // 10])
+    images = [str(folder / real[0]), str(bad), str(cut), str(folder / real[1])]
 
     assert train_main(["caption", "--checkpoint", tiny_checkpoint] + images) == 1
     captured = capsys.readouterr()
     lines = captured.out.strip().splitlines()
-    assert [line.split("\t")[0] for line in lines] == [images[0], images[2]]
+    assert [line.split("\t")[0] for line in lines] == [images[0], images[3]]
     assert all(len(line.split("\t")) == 2 and line.split("\t")[1] for line in lines)
     assert str(bad) in captured.err and "Traceback" not in captured.err
+    assert "cut short" in captured.err and str(cut) in captured.err
+    assert "2 of 4 inputs could not be captioned" in captured.err
 
     # a directory argument: both images, through the bundle, beam 2, same order
     assert train_main(["caption", "--bundle", tiny_bundle, "--beam", "2", str(folder)]) == 0

@@ -18,8 +18,8 @@ from export.__main__ import main as export_main  # noqa: E402
 from export.onnx_export import export_bundle  # noqa: E402
 from train.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from train.decoding import greedy_search  # noqa: E402
+from tests.conftest import PY36, needs_py36  # noqa: E402
 
-VENV36 = os.environ.get("NANOCAP_PY36", "/work/venv36/bin/python")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -173,15 +173,11 @@ def run_on_py36(model_path, images, tmp_path):
               "np.save(sys.argv[3], t)\n")
     out = str(tmp_path / "tokens36.npy")
     env = dict(os.environ, PYTHONPATH=ROOT)
-    proc = subprocess.run([VENV36, "-c", script, model_path, str(tmp_path / "images.npy"), out],
+    proc = subprocess.run([PY36, "-c", script, model_path, str(tmp_path / "images.npy"), out],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           universal_newlines=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return np.load(out)
-
-
-needs_py36 = pytest.mark.skipif(not os.path.exists(VENV36),
-                                reason="no Python 3.6 venv with onnxruntime 1.10")
 
 
 @needs_py36
@@ -231,7 +227,7 @@ def test_beam_graph_matches_pytorch_beam_search(tiny_checkpoint, tmp_path):
     tokens, scores = _session(path).run(None, {"image": images})
     np.testing.assert_array_equal(tokens, ref_tokens.numpy())
     np.testing.assert_allclose(scores, ref_scores.numpy(), atol=1e-4)
-    if os.path.exists(VENV36):
+    if PY36 is not None:
         np.testing.assert_array_equal(run_on_py36(path, images, tmp_path), tokens)
 
 

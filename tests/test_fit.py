@@ -120,7 +120,8 @@ def with_corrupt(real_data, tmp_path):
 def test_corrupt_images_are_skipped_and_counted(with_corrupt, tmp_path):
     result = _cli("fit", "--data", with_corrupt, "--out", str(tmp_path / "run"), "--epochs", "1", *TINY)
     assert result.returncode == 0, result.stderr
-    assert "2 unreadable images skipped" in result.stdout
+    line = [l for l in result.stdout.splitlines() if "2 unreadable images skipped" in l][0]
+    assert "truncated.jpg" in line and "garbage.jpg" in line  # named, not only counted
     assert "train 9 images, val 1 images" in result.stdout
 
 
@@ -128,7 +129,9 @@ def test_corrupt_images_skipped_when_streaming_with_augmentation(with_corrupt, t
     run = str(tmp_path / "run")
     assert main(["fit", "--data", with_corrupt, "--out", run, "--epochs", "1", "--augment",
                  "--workers", "0"] + TINY + ["--batch-size", "4"]) == 0
-    assert "2 unreadable images skipped this epoch" in capsys.readouterr().out
+    line = [l for l in capsys.readouterr().out.splitlines() if "skipped this epoch" in l][0]
+    assert line.startswith("2 unreadable images skipped this epoch")
+    assert "truncated.jpg" in line and "garbage.jpg" in line
     assert _log(run)[0]["images"] == 9 and _log(run)[0]["skipped"] == 2
 
 
@@ -164,4 +167,10 @@ def test_torchrun_two_processes(shapes, tmp_path):
     log = _log(run)
     assert [e["epoch"] for e in log] == [1, 2]   # rank 0 alone writes the log
     assert log[0]["images"] == 40                 # both ranks' shares of the 40 images
-    assert load_checkpoint(os.path.join(run, "last.pt"))[2]["train"]["epoch"] == 2
+    model, _, payload = load_checkpoint(os.path.join(run, "last.pt"))
+    assert payload["train"]["epoch"] == 2
+    # every rank digests its own parameters at the end; they agree, and equal rank 0's saved ones
+    from train.distributed import parameters_digest
+    agree = [l for l in result.stdout.splitlines() if l.startswith("weights identical on 2 ranks")]
+    assert agree == ["weights identical on 2 ranks (sha1 %s)" % parameters_digest(model)], \
+        result.stdout[-2000:]

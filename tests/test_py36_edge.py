@@ -1,6 +1,7 @@
 """The edge runtime on the Jetson floor: Python 3.6, numpy 1.19.5, onnxruntime 1.10.0,
-opencv-python-headless 4.6 (``/work/venv36`` or ``$NANOCAP_PY36``), with only
-``edge/`` on the path. Skipped where that interpreter is not installed."""
+opencv-python-headless 4.6 (``.venv36``, built by ``.ci/py36-venv``, or ``$NANOCAP_PY36``;
+see ``tests.conftest.py36_python``), with only ``edge/`` on the path. Skipped, with
+the reason, where that interpreter is not installed."""
 import json
 import os
 import shutil
@@ -9,12 +10,11 @@ import subprocess
 import cv2
 import pytest
 
+from tests.conftest import PY36, needs_py36
 from tests.test_live import count_frames
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PY36 = os.environ.get("NANOCAP_PY36", "/work/venv36/bin/python")
-
-pytestmark = pytest.mark.skipif(not os.path.isfile(PY36), reason="no Python 3.6 at %s" % PY36)
+pytestmark = needs_py36
 
 
 def run36(args, cwd, **env_extra):

@@ -1,6 +1,6 @@
 """edge.search (numpy greedy/beam) on hand-built step functions with known answers.
 
-Torch-free: also runs on the Python 3.6 floor (``/work/venv36``).
+Torch-free: also runs on the Python 3.6 floor (``.venv36``).
 """
 import numpy as np
 import pytest

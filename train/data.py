@@ -5,7 +5,8 @@ A batch (``collate``) holds B images and all their sampled captions::
 
     {"inputs": uint8 [B,H,W,3] BGR images or float [B,F] cached features,
      "tokens": int64 [M, L] <start> w1 .. <end> <pad>..., "owner": int64 [M]
-     (row of "inputs" each caption belongs to), "index": int64 [B], "skipped": int}
+     (row of "inputs" each caption belongs to), "index": int64 [B], "skipped": int,
+     "bad": [dataset indices of the unreadable images]}
 
 so the encoder runs once per image however many captions it has.
 """
@@ -38,15 +39,26 @@ def random_crop(image, keep=0.9):
     return image[top:top + h, left:left + w]
 
 
-def read_resized(path, size, augment=False):
-    """``uint8 [size,size,3]`` BGR, or None if the file is missing or corrupt."""
+def read_resized(path, size, augment=False, problems=None):
+    """``uint8 [size,size,3]`` BGR, or None if the file is missing, corrupt or cut
+    short; then the one-line reason is appended to ``problems`` (a list) if given."""
     try:
         image = read_image(path)
         return resize(random_crop(image) if augment else image, (size, size))
-    except NanocapError:
+    except Exception as exc:  # NanocapError; cv2 errors on damaged files vary by version
+        if problems is not None:
+            problems.append(str(exc) if isinstance(exc, NanocapError)
+                            else "cannot decode image %s: %s" % (path, exc))
         return None
-    except Exception:  # cv2 errors on truncated files vary by version
-        return None
+
+
+def name_unreadable(problems, debug=False):
+    """One log line naming unreadable images: how many, and the first three
+    ``problems`` (every one with ``debug``)."""
+    shown = problems if debug else problems[:3]
+    more = len(problems) - len(shown)
+    return "%d unreadable images skipped (corrupt, cut short or not an image): %s%s" % (
+        len(problems), "; ".join(shown), "; %d more (--debug lists them)" % more if more else "")
 
 
 class ImageSource(object):
@@ -71,23 +83,24 @@ class ImageSource(object):
 
 def load_images(records, size, preload_mb=2048, progress=False, augment=False):
     """Preload resized images when they fit in ``preload_mb`` (and no ``augment``),
-    dropping unreadable files. Returns ``(ImageSource, number of unreadable files)``;
-    in lazy mode unreadable files are skipped (and counted) batch by batch instead."""
+    dropping unreadable files. Returns ``(ImageSource, problems)``: one line per
+    unreadable file naming it; in lazy mode unreadable files are skipped (and
+    named) batch by batch instead (``collate``'s ``"bad"``)."""
     need_mb = len(records) * size * size * 3 / 2.0 ** 20
     if augment or need_mb > preload_mb:
-        return ImageSource(records, size, augment=augment), 0
-    kept, arrays = [], []
+        return ImageSource(records, size, augment=augment), []
+    kept, arrays, problems = [], [], []
     iterator = records
     if progress:
         from tqdm import tqdm
         iterator = tqdm(records, desc="reading images", unit="img", leave=False)
     for record in iterator:
-        image = read_resized(record.path, size)
+        image = read_resized(record.path, size, problems=problems)
         if image is not None:
             kept.append(record)
             arrays.append(image)
     array = np.stack(arrays) if arrays else np.zeros((0, size, size, 3), np.uint8)
-    return ImageSource(kept, size, array), len(records) - len(kept)
+    return ImageSource(kept, size, array), problems
 
 
 class CaptionDataset(Dataset):
@@ -116,6 +129,10 @@ class CaptionDataset(Dataset):
             captions = [captions[k] for k in order]
         return index, item, captions
 
+    def name(self, index):
+        """The image file of item ``index`` (for naming an unreadable one)."""
+        return self.inputs.records[index].path
+
 
 def pad_tokens(token_lists, pad_id=0):
     """List of id lists -> ``int64 [M, L]`` padded with ``pad_id``."""
@@ -130,7 +147,7 @@ def collate(items):
     """Items from ``CaptionDataset`` -> batch dict (see module docstring);
     items whose image could not be read are dropped and counted."""
     good = [it for it in items if it[1] is not None]
-    batch = {"skipped": len(items) - len(good)}
+    batch = {"skipped": len(items) - len(good), "bad": [it[0] for it in items if it[1] is None]}
     if not good:
         return batch
     first = good[0][1]

@@ -16,6 +16,7 @@ import collections
 import csv
 import json
 import os
+import sys
 import zlib
 
 from edge.errors import NanocapError
@@ -75,11 +76,15 @@ def detect_format(path):
                        "pass --format %s" % (path, "|".join(FORMATS[1:])))
 
 
-def load_dataset(path, images_dir=None, fmt="auto"):
+def load_dataset(path, images_dir=None, fmt="auto", log=None, debug=False):
     """Read a caption file into ``list[Record]`` (order as in the file).
 
     ``images_dir`` is where the image files live; by default a known folder
-    beside the caption file (``images``, ``val2017`` for COCO, ...).
+    beside the caption file (``images``, ``val2017`` for COCO, ...). Malformed
+    records (a Karpathy image without ``filename``, a COCO annotation without
+    ``image_id``, ...) are skipped and counted in one ``log`` line naming the
+    first (every one with ``debug``); a file whose records are all malformed
+    is a ``NanocapError``. ``log`` defaults to stderr.
     """
     if fmt not in FORMATS:
         raise NanocapError("unknown --format %r (choose from %s)" % (fmt, ", ".join(FORMATS)))
@@ -89,10 +94,31 @@ def load_dataset(path, images_dir=None, fmt="auto"):
         raise NanocapError("caption file not found: %s" % path)
     reader = {"token": read_token_file, "csv": read_csv_file,
               "coco": read_coco_json, "karpathy": read_karpathy_json}[fmt]
-    records = reader(path, images_dir)
+    malformed = []
+    records = reader(path, images_dir, malformed)
+    if malformed and not records:
+        raise NanocapError("%s: all %d records are malformed (read as %s; first: %s)"
+                           % (path, len(malformed), fmt, malformed[0]))
     if not records:
         raise NanocapError("no captions found in %s (read as %s)" % (path, fmt))
+    if malformed:
+        log = log or (lambda line: sys.stderr.write(line + "\n"))
+        log("%s: skipped %d malformed records (first: %s)%s"
+            % (path, len(malformed), malformed[0], "" if debug else "; --debug lists them"))
+        if debug:
+            for problem in malformed:
+                log("  malformed: %s" % problem)
     return records
+
+
+def _malformed(where, exc):
+    """One line naming a malformed record: ``where`` and what is wrong with it."""
+    if isinstance(exc, KeyError):
+        return "%s: no %s" % (where, exc)
+    return "%s: %s" % (where, exc)
+
+
+MALFORMED = (KeyError, TypeError, AttributeError, ValueError)
 
 
 def _load_json(path):
@@ -153,19 +179,21 @@ def _grouped_records(pairs, path, images_dir):
     return records
 
 
-def read_token_file(path, images_dir=None):
+def read_token_file(path, images_dir=None, malformed=None):
     """Flickr8k/30k token file: ``name.jpg#n<TAB>caption`` per line."""
     pairs = []
     with open(path, "r", encoding="utf-8", errors="replace") as handle:
-        for line in handle:
+        for number, line in enumerate(handle, 1):
             if "\t" not in line:
+                if line.strip() and malformed is not None:
+                    malformed.append("line %d: no tab between image and caption" % number)
                 continue
             key, caption = line.rstrip("\r\n").split("\t", 1)
             pairs.append((key.rsplit("#", 1)[0].strip(), caption))
     return _grouped_records(pairs, path, images_dir)
 
 
-def read_csv_file(path, images_dir=None):
+def read_csv_file(path, images_dir=None, malformed=None):
     """Captions CSV: ``image,caption`` (Kaggle) or ``image_name| comment_number| comment``."""
     with open(path, "r", encoding="utf-8", errors="replace", newline="") as handle:
         text = handle.read().lstrip("\ufeff")
@@ -177,8 +205,13 @@ def read_csv_file(path, images_dir=None):
     header = [h.strip().lower() for h in next(rows)]
     image_col = _column(header, ("image", "image_name", "filename", "file_name"), path)
     caption_col = _column(header, ("caption", "comment", "sentence"), path)
-    pairs = [(row[image_col].strip(), row[caption_col]) for row in rows
-             if len(row) > max(image_col, caption_col)]
+    pairs = []
+    for row in rows:
+        if len(row) > max(image_col, caption_col):
+            pairs.append((row[image_col].strip(), row[caption_col]))
+        elif row and malformed is not None:
+            malformed.append("line %d: %d fields, expected %d"
+                             % (rows.line_num, len(row), len(header)))
     return _grouped_records(pairs, path, images_dir)
 
 
@@ -189,8 +222,10 @@ def _column(header, names, path):
     raise NanocapError("%s: no %s column in the header %s" % (path, names[0], header))
 
 
-def read_coco_json(path, images_dir=None):
-    """MS-COCO ``captions_*.json``; split by hashing the image id (val fraction held out)."""
+def read_coco_json(path, images_dir=None, malformed=None):
+    """MS-COCO ``captions_*.json``; split by hashing the image id (val fraction held out).
+    Malformed annotations/images are skipped and described in ``malformed`` (a list)."""
+    malformed = [] if malformed is None else malformed
     data = _load_json(path)
     if "annotations" not in data or "images" not in data:
         raise NanocapError("%s: not a COCO captions file (no images/annotations)" % path)
@@ -198,38 +233,65 @@ def read_coco_json(path, images_dir=None):
     if images_dir is None:
         images_dir = _default_dir(path, (stem, os.path.join("..", stem), "images"))
     captions = collections.defaultdict(list)
-    for ann in data["annotations"]:
-        if str(ann.get("caption", "")).strip():
-            captions[ann["image_id"]].append(ann["caption"].strip())
+    for n, ann in enumerate(data["annotations"]):
+        try:
+            caption = ann["caption"]
+            if not isinstance(caption, str):
+                raise ValueError("caption is not text")
+            if caption.strip():
+                captions[ann["image_id"]].append(caption.strip())
+        except MALFORMED as exc:
+            malformed.append(_malformed("annotations[%d] (id %s)" % (n, _get(ann, "id")), exc))
     records = []
-    for image in data["images"]:
-        caps = captions.get(image["id"])
-        if caps:
-            records.append(Record(image["id"], os.path.join(images_dir, image["file_name"]),
-                                  caps, hash_split(image["id"])))
+    for n, image in enumerate(data["images"]):
+        try:
+            caps = captions.get(image["id"])
+            if caps:
+                records.append(Record(image["id"], os.path.join(images_dir, image["file_name"]),
+                                      caps, hash_split(image["id"])))
+        except MALFORMED as exc:
+            malformed.append(_malformed("images[%d] (id %s)" % (n, _get(image, "id")), exc))
     return records
 
 
-def read_karpathy_json(path, images_dir=None):
-    """Karpathy ``dataset_*.json``: ``images[].{filepath?, filename, split, sentences}``."""
+def _get(entry, key):
+    return entry.get(key, "?") if isinstance(entry, dict) else "?"
+
+
+def read_karpathy_json(path, images_dir=None, malformed=None):
+    """Karpathy ``dataset_*.json``: ``images[].{filepath?, filename, split, sentences}``.
+    Malformed entries are skipped and described in ``malformed`` (a list)."""
+    malformed = [] if malformed is None else malformed
     data = _load_json(path)
     if not isinstance(data.get("images"), list):
         raise NanocapError("%s: not a Karpathy split file (no images list)" % path)
     images_dir = images_dir or _default_dir(path, IMAGE_DIR_NAMES)
     records = []
-    for image in data["images"]:
-        caps = [s.get("raw") or " ".join(s.get("tokens", [])) for s in image.get("sentences", [])]
-        caps = [c.strip() for c in caps if c and c.strip()]
-        if not caps:
+    for n, image in enumerate(data["images"]):
+        try:
+            record = _karpathy_record(image, images_dir)
+        except MALFORMED as exc:
+            malformed.append(_malformed("images[%d] (imgid %s)" % (n, _get(image, "imgid")), exc))
             continue
-        split = image.get("split", "train")
-        split = "train" if split == "restval" else split
-        if split not in SPLITS:
-            split = "train"
-        rel = os.path.join(image.get("filepath", ""), image["filename"])
-        image_id = image.get("cocoid", image["filename"])
-        records.append(Record(image_id, os.path.join(images_dir, rel), caps, split))
+        if record is not None:
+            records.append(record)
     return records
+
+
+def _karpathy_record(image, images_dir):
+    """One Karpathy ``images[]`` entry -> Record (None without captions); raises
+    one of ``MALFORMED`` on a malformed entry."""
+    caps = [s.get("raw") or " ".join(s.get("tokens", [])) for s in image.get("sentences", [])]
+    caps = [c.strip() for c in caps if c and c.strip()]
+    if not caps:
+        return None
+    split = image.get("split", "train")
+    split = "train" if split == "restval" else split
+    if split not in SPLITS:
+        split = "train"
+    rel = os.path.join(image.get("filepath", ""), image["filename"])
+    image_id = image.get("cocoid", image["filename"])
+    return Record(image_id, os.path.join(images_dir, rel), caps, split)
 
 
 def filter_existing(records, log=print):

@@ -3,10 +3,13 @@
 Under torchrun (``WORLD_SIZE`` > 1) one process per GPU joins an NCCL group, or
 a gloo group on CPU. Only rank 0 writes files and logs.
 """
+import hashlib
 import os
 
 import torch
 import torch.distributed as dist
+
+from edge.errors import NanocapError
 
 
 class Context(object):
@@ -72,3 +75,32 @@ def mean_across(ctx, value):
         tensor = tensor.to(ctx.device)
     dist.all_reduce(tensor)
     return tensor.item() / ctx.world
+
+
+def parameters_digest(module):
+    """sha1 hex of ``module``'s parameters (names, shapes, values) in order: equal
+    on every rank after a correct DDP run (buffers such as BatchNorm statistics
+    are left out: each rank updates its own from its own batches)."""
+    digest = hashlib.sha1()
+    for name, param in module.named_parameters():
+        digest.update(("%s %s %s;" % (name, tuple(param.shape), param.dtype)).encode("utf-8"))
+        digest.update(param.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def gather_strings(ctx, text):
+    """Every rank's ``text`` as a list (rank order); ``[text]`` when not distributed."""
+    if not ctx.distributed:
+        return [text]
+    out = [None] * ctx.world
+    dist.all_gather_object(out, text)
+    return out
+
+
+def check_ranks_agree(ctx, model, log):
+    """After DDP training every rank must hold the same weights: one log line
+    with the digests, or a ``NanocapError`` naming them."""
+    digests = gather_strings(ctx, parameters_digest(model))
+    if len(set(digests)) > 1:
+        raise NanocapError("DDP ranks ended with different weights (sha1 %s)" % ", ".join(digests))
+    log("weights identical on %d ranks (sha1 %s)" % (ctx.world, digests[0]))

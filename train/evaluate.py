@@ -41,7 +41,8 @@ def add_arguments(parser):
 def split_records(args):
     """The records of ``args.split`` (first ``args.limit``), or a clear error."""
     from train.datasets import load_dataset
-    records = load_dataset(args.data, images_dir=args.images_dir, fmt=args.format)
+    records = load_dataset(args.data, images_dir=args.images_dir, fmt=args.format,
+                           debug=getattr(args, "debug", False))
     chosen = [r for r in records if r.split == args.split]
     if not chosen:
         have = sorted(set(r.split for r in records))

@@ -5,8 +5,11 @@ Phases: ``joint`` (encoder + decoder trained together), or with
 cached on disk, then ``--finetune-epochs`` of ``finetune`` (joint, LR / 10).
 Each epoch writes ``RUN/last.pt`` (resumed from when present), ``RUN/best.pt``
 when the validation CIDEr improves (greedy decoding, ``train.metrics.quick_scores``)
-and one line of ``RUN/log.jsonl``. ``--minutes`` stops on a wall-clock budget;
-the LR follows a warm-up then a cosine over steps or time, whichever runs out first.
+and one line of ``RUN/log.jsonl``. A resumed run continues exactly (weights,
+optimizer, best score, per-epoch seeds); an ``--out`` holding another model config
+or dataset is refused unless ``--restart`` (``train.fit_checks``). ``--minutes``
+stops on a wall-clock budget; the LR follows a warm-up then a cosine over steps
+or time, whichever runs out first.
 """
 import contextlib
 import json
@@ -27,6 +30,7 @@ from train import distributed, scst
 from train.checkpoint import read_checkpoint, save_checkpoint
 from train.datasets import FORMATS, by_split, filter_existing, load_dataset
 from train.decoding import greedy_search
+from train.fit_checks import RUN_FILES, check_arguments, check_resume, data_digest
 from train.metrics import quick_scores
 from train.model import BACKBONES, Captioner, ModelConfig
 
@@ -64,9 +68,14 @@ def add_arguments(parser):
     a("--preload-mb", type=float, default=2048, help="preload images when they fit in this")
     a("--no-progress", action="store_true", help="no tqdm progress bar")
     scst.add_arguments(a)
+    a("--restart", action="store_true",
+      help="start a new run in --out even if it holds one (its last.pt, best.pt and "
+           "log.jsonl are replaced); without it an --out with a different model config "
+           "or dataset is refused")
 
 
 def run(args):
+    check_arguments(args)
     ctx = distributed.setup()
     try:
         return fit(args, ctx)
@@ -76,7 +85,8 @@ def run(args):
 
 def prepare_records(args, log):
     """``{split: records}`` with missing images dropped (and counted)."""
-    records = load_dataset(args.data, args.images_dir, args.format)
+    records = load_dataset(args.data, args.images_dir, args.format, log=log,
+                           debug=getattr(args, "debug", False))
     listed = by_split(records)
     records, _ = filter_existing(records, log)
     splits = by_split(records)
@@ -106,9 +116,10 @@ def load_sources(args, splits, size, log, ctx):
                                    progress=ctx.main and not args.no_progress, augment=args.augment)
     val, bad_val = tdata.load_images(splits["val"][:args.val_images], size, args.preload_mb)
     if bad + bad_val:
-        log("%d unreadable images skipped (corrupt or not an image)" % (bad + bad_val))
+        log(tdata.name_unreadable(bad + bad_val, getattr(args, "debug", False)))
     if not len(train):
-        raise NanocapError("no usable images in the train split (%d unreadable)" % bad)
+        raise NanocapError("no usable images in the train split (%d unreadable, e.g. %s)"
+                           % (len(bad), bad[0] if bad else "?"))
     return train, val
 
 
@@ -215,11 +226,16 @@ def fit(args, ctx):
             os.makedirs(args.out, exist_ok=True)
         except OSError as exc:
             raise NanocapError("cannot create --out %s: %s" % (args.out, exc))
+        if args.restart:
+            for name in RUN_FILES:
+                if os.path.isfile(os.path.join(args.out, name)):
+                    os.remove(os.path.join(args.out, name))
     distributed.barrier(ctx)
     last_path = os.path.join(args.out, "last.pt")
     resume = read_checkpoint(last_path) if os.path.isfile(last_path) else None
     splits = prepare_records(args, log)
     if resume is not None:
+        check_resume(args, resume, splits, last_path)
         vocab = Vocabulary.from_dict(resume["vocab"])
         log("resuming from %s (epoch %d)" % (last_path, resume["train"].get("epoch", 0)))
     else:
@@ -230,7 +246,8 @@ def fit(args, ctx):
     train_src, val_src = load_sources(args, splits, size, log, ctx)
     log("train %d images, val %d images, vocabulary %d words, %s on %s x%d"
         % (len(train_src), len(val_src), len(vocab), model.config.backbone, ctx.device.type, ctx.world))
-    state = {"phase": 0, "phase_epoch": 0, "phase_step": 0, "epoch": 0, "step": 0, "best_score": None}
+    state = {"phase": 0, "phase_epoch": 0, "phase_step": 0, "epoch": 0, "step": 0, "best_score": None,
+             "data": os.path.abspath(args.data), "data_digest": data_digest(splits["train"])}
     state.update(resume["train"] if resume else {})
     plan = phases(args)
     for index, (name, epochs, lr) in enumerate(plan):
@@ -247,6 +264,8 @@ def fit(args, ctx):
                          phase_deadline, args, ctx, log)
         if stopped:
             break
+    if ctx.distributed:
+        distributed.check_ranks_agree(ctx, model, log)
     log("done in %.1f min; best val score %s; %s" % ((time.time() - started) / 60.0,
         "%.4f" % state["best_score"] if state["best_score"] is not None else "n/a",
         os.path.join(args.out, "best.pt")))
@@ -274,16 +293,16 @@ class Schedule(object):
 
 
 def train_one_epoch(step_module, loader, optimizer, scaler, params, schedule, state, args, ctx, desc):
-    """One pass over ``loader``; returns ``(loss sum, images seen, images skipped, stopped)``.
+    """One pass over ``loader``; returns ``(loss sum, images seen, unreadable image files, stopped)``.
     ``scaler`` is AMP's GradScaler (enabled on CUDA only)."""
     cuda = ctx.device.type == "cuda"
-    loss_sum, seen, skipped = 0.0, 0, 0
+    loss_sum, seen, skipped = 0.0, 0, []
     bar = loader
     if ctx.main and not args.no_progress:
         from tqdm import tqdm
         bar = tqdm(loader, desc=desc, leave=False, mininterval=1.0)
     for batch in bar:
-        skipped += batch["skipped"]
+        skipped.extend(loader.dataset.name(i) for i in batch["bad"])
         if "inputs" not in batch:
             continue
         lr = schedule.lr_at(state["phase_step"], ctx)
@@ -339,6 +358,8 @@ def run_phase(name, epochs, lr, model, vocab, train_src, val_src, state, opt_sta
     model.train()
     while state["phase_epoch"] < epochs:
         epoch_start = time.time()
+        torch.manual_seed(args.seed + 1000 * state["epoch"])  # a resumed epoch draws
+        loader.generator.manual_seed(args.seed + state["epoch"])  # what it would have
         if isinstance(loader.sampler, DistributedSampler):
             loader.sampler.set_epoch(state["epoch"])
         desc = "%s %d/%d" % (name, state["phase_epoch"] + 1, epochs)
@@ -369,7 +390,7 @@ def end_epoch(model, vocab, optimizer, state, name, loss_sum, seen, skipped, sec
             state["best_score"] = score
         entry = {"epoch": state["epoch"], "phase": name, "phase_epoch": state["phase_epoch"],
                  "step": state["step"], "train_loss": round(train_loss, 5), "images": seen * ctx.world,
-                 "skipped": skipped, "seconds": round(seconds, 2), "val": scores,
+                 "skipped": len(skipped), "seconds": round(seconds, 2), "val": scores,
                  "val_images": len(val_src), "sample": sample, "best": best}
         entry.update(extra or {})
         save_checkpoint(os.path.join(args.out, "last.pt"), model, vocab, state, optimizer)
@@ -381,7 +402,9 @@ def end_epoch(model, vocab, optimizer, state, name, loss_sum, seen, skipped, sec
             % (state["epoch"], name, train_loss, _fmt(scores.get("Bleu_4")), _fmt(scores.get("CIDEr")),
                seconds, sample))
         if skipped:
-            log("%d unreadable images skipped this epoch" % skipped)
+            log("%d unreadable images skipped this epoch: %s"
+                % (len(skipped), ", ".join(os.path.basename(p) for p in skipped[:5])
+                   + (" ..." if len(skipped) > 5 else "")))
     distributed.barrier(ctx)
 
 

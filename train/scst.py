@@ -176,7 +176,7 @@ def run_scst_phase(name, epochs, lr, model, vocab, train_src, val_src, state, op
         generator = torch.Generator().manual_seed(args.seed + state["epoch"])  # same on every rank
         order = torch.randperm(len(train_src), generator=generator).tolist()[ctx.rank::ctx.world]
         sums = {"loss": 0.0, "reward": 0.0, "length": 0.0, "greedy": 0.0}
-        batches, seen, skipped, stopped = 0, 0, 0, False
+        batches, seen, skipped, stopped = 0, 0, [], False
         for begin in range(0, len(order), args.batch_size):
             stop = deadline is not None and time.time() >= deadline
             if distributed.max_across(ctx, [float(stop)])[0]:
@@ -184,8 +184,8 @@ def run_scst_phase(name, epochs, lr, model, vocab, train_src, val_src, state, op
                 break
             chunk = order[begin:begin + args.batch_size]
             kept = [(i, train_src.get(i)) for i in chunk]
+            skipped.extend(train_src.name(i) for i, image in kept if image is None)
             kept = [(i, image) for i, image in kept if image is not None]
-            skipped += len(chunk) - len(kept)
             if not kept:
                 continue
             images = torch.from_numpy(np.stack([image for _, image in kept])).to(ctx.device)

@@ -1,0 +1,61 @@
+"""Checks ``train fit`` makes before it spends time: numeric flags in range
+(before any image is read), and that an ``--out`` being resumed holds a run of
+the same model config and dataset (else one line, exit 2; ``--restart`` starts
+a new run there instead)."""
+from edge.errors import NanocapError
+from train.data import cache_key
+
+# (flag, attribute, smallest allowed, whether the smallest is excluded): checked
+# before anything is loaded, so a typo costs no image reading.
+NUMERIC_LIMITS = (("--batch-size", "batch_size", 1, False), ("--epochs", "epochs", 1, False),
+                  ("--hidden", "hidden", 1, False), ("--embed", "embed", 1, False),
+                  ("--image-size", "image_size", 32, False), ("--max-len", "max_len", 1, False),
+                  ("--min-count", "min_count", 1, False), ("--lr", "lr", 0.0, True),
+                  ("--minutes", "minutes", 0.0, True), ("--finetune-epochs", "finetune_epochs", 0, False),
+                  ("--workers", "workers", 0, False), ("--val-images", "val_images", 0, False),
+                  ("--clip", "clip", 0.0, True), ("--dropout", "dropout", 0.0, False),
+                  ("--label-smoothing", "label_smoothing", 0.0, False),
+                  ("--bn-momentum", "bn_momentum", 0.0, False), ("--preload-mb", "preload_mb", 0.0, False))
+BELOW_ONE = ("dropout", "label_smoothing", "bn_momentum")
+
+
+def check_arguments(args):
+    """One clear ``NanocapError`` for a numeric flag out of range (``None`` = unset)."""
+    for flag, name, low, exclusive in NUMERIC_LIMITS:
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        if value != value or (value <= low if exclusive else value < low):  # NaN too
+            raise NanocapError("%s must be %s %s, not %s"
+                               % (flag, "above" if exclusive else "at least", low, value))
+        if name in BELOW_ONE and value >= 1:
+            raise NanocapError("%s must be below 1, not %s" % (flag, value))
+
+
+RUN_FILES = ("last.pt", "best.pt", "log.jsonl")
+# ModelConfig fields set by flags: a resumed run must be asked for with the same ones.
+CONFIG_FLAGS = (("backbone", "--backbone"), ("rnn", "--rnn"), ("hidden", "--hidden"),
+                ("embed", "--embed"), ("image_size", "--image-size"), ("max_len", "--max-len"),
+                ("dropout", "--dropout"), ("bn_momentum", "--bn-momentum"))
+
+
+def data_digest(records):
+    """Hex digest of the training split (image ids and captions): names the dataset
+    a run was trained on, wherever its files are."""
+    return cache_key([(str(r.image_id), r.captions) for r in records], [])
+
+
+def check_resume(args, resume, splits, last_path):
+    """Refuse (``NanocapError``, exit 2) to resume ``resume`` with other model flags or
+    another dataset than it was trained with; ``--restart`` starts a new run instead."""
+    config = resume["config"]
+    for name, flag in CONFIG_FLAGS:
+        if name in config and config[name] != getattr(args, name):
+            raise NanocapError("%s holds a run with %s %s, not %s: repeat its options to resume, "
+                               "or add --restart to start a new run there"
+                               % (last_path, flag, config[name], getattr(args, name)))
+    trained_on = resume["train"].get("data_digest")
+    if trained_on is not None and trained_on != data_digest(splits["train"]):
+        raise NanocapError("%s holds a run trained on another dataset (%s), not --data %s: "
+                           "use another --out, or add --restart to start a new run there"
+                           % (last_path, resume["train"].get("data", "?"), args.data))
