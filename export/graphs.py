@@ -181,7 +181,20 @@ def graph_io(name, model):
 
 
 def build_graph(name, model, vocab, max_len, beam_size=3, length_norm=0.7):
-    """The wrapper module for graph ``name`` (a key of ``GRAPH_IO``)."""
+    """The wrapper module for graph ``name`` (a key of ``GRAPH_IO``).
+
+    The model's ``folded_weights`` are computed here, outside any trace, and
+    held as buffers of the wrapper: a trace then records each as one shared
+    initializer (not the folding itself, nor a copy per unrolled step)."""
+    module = _build(name, model, vocab, max_len, beam_size, length_norm)
+    if hasattr(model, "folded_weights"):
+        with torch.no_grad():
+            for key, tensor in model.folded_weights().items():
+                module.register_buffer("folded_" + key, tensor)
+    return module
+
+
+def _build(name, model, vocab, max_len, beam_size, length_norm):
     if name == "caption_beam":
         return BeamGraph(model, vocab.start_id, vocab.end_id, max_len, beam_size,
                          length_norm, vocab.pad_id).eval()

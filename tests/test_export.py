@@ -272,3 +272,18 @@ def test_memory_tensors_flow_from_encoder_to_every_step(tmp_path):
         got = [r.tokens for r in backend.caption(frames)]
         want = decode_batch(model, vocab, torch.from_numpy(images), beam_size=beam)
         assert got == [trim_tokens(row, vocab.end_id) for row in want.tolist()], decode
+
+
+def test_folded_decoder_weights_are_shared_initializers(tiny_bundle):
+    """The unrolled caption graph holds each folded decoder weight once, as an
+    initializer (not a copy per step, nor the folding MatMul itself)."""
+    import onnx
+    from onnx import numpy_helper
+    model = onnx.load(os.path.join(tiny_bundle, "caption.onnx"))
+    names = sorted(t.name for t in model.graph.initializer if t.name.startswith("folded_"))
+    assert names == ["folded_b_new", "folded_b_out", "folded_table", "folded_w_gates",
+                     "folded_w_new", "folded_w_out"]
+    big = [n.output[0] for n in model.graph.node if n.op_type == "Constant" and
+           numpy_helper.to_array(n.attribute[0].t).size > 64]
+    assert big == []
+    assert not any("embed" in t.name or "weight_ih" in t.name for t in model.graph.initializer)
