@@ -11,6 +11,12 @@ PyTorch eager reference (``torch``, needs ``--checkpoint``) runs in the same
 process on the same frames, so speed-ups are ratios measured in one run. The
 measuring is in ``edge.bench.measure``; this file only wires it together. The last
 stdout line is one JSON summary object.
+
+Beside the measured rows, for a device we cannot reach from here: FLOPs and
+bytes of weights read per caption (per precision, ``train.flops``), ONNX
+operators per step and per caption (``export.floor.operator_counts``), and a
+Jetson Nano FP16 roofline estimate (``edge.bench.roofline``), an upper-bound
+estimate, labelled as such; on a Jetson the measured rows sit next to it.
 """
 import argparse
 import json
