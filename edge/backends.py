@@ -12,7 +12,11 @@ One interface for every engine::
 Decoding is written once, in ``Backend``: resize to the bundle's input size,
 then greedy through the one-call ``caption`` graph, or beam search
 (``edge.search.beam_search``) over ``encoder`` + ``decoder_step``, then
-detokenising with the bundle vocabulary. Subclasses only open a graph and run
+detokenising with the bundle vocabulary. ``encoder`` outputs the state and
+then any memory tensors (none for the ``fc`` decoder; ``nanocap.json`` names
+them); ``decoder_step`` takes ``token, state`` and then those same tensors,
+which are passed to every step unchanged (repeated per beam): no backend
+special-cases a decoder. Subclasses only open a graph and run
 it: ``run(graph_name, feeds) -> list of outputs``.
 
 - ``OrtBackend``: ONNX Runtime, providers tried in the order TensorRT -> CUDA ->
