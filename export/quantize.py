@@ -5,8 +5,8 @@
   float32 state/logprobs through Cast nodes at the edges), so callers feed and
   read exactly what they do for fp32. For TensorRT/CUDA (the Nano's fastest
   precision); ONNX Runtime's CPU provider runs it too (it casts internally).
-  Nodes whose op type is in ``FP32_OPS`` (the softmax / argmax head) stay
-  float32, so near-ties between words are decided as in fp32.
+  Nodes whose op type is in ``FP32_OPS`` (the softmax / argmax / TopK head)
+  stay float32, so near-ties between words are decided as in fp32.
 - int8 (``quantize_int8``): ONNX Runtime static quantization, QDQ format
   (only standard QuantizeLinear/DequantizeLinear, opset 13, so ONNX Runtime
   1.10 and TensorRT's explicit-precision parser read it), int8 weights
@@ -34,7 +34,7 @@ from edge.errors import NanocapError
 from export.floor import check_floor, force_ir_version
 from export.graph_files import describe_io, graph_file
 
-FP32_OPS = ("LogSoftmax", "ArgMax", "ReduceMax")
+FP32_OPS = ("LogSoftmax", "ArgMax", "ReduceMax", "TopK")
 QUANT_OPS = {"caption": ("Conv",), "encoder": ("Conv",), "caption_beam": ("Conv",),
              "decoder_step": ("Gemm", "MatMul")}
 
@@ -94,7 +94,7 @@ def _wrap_fp32(node, fp32_alias):
     """Run ``node`` in float32: its data input (input 0) cast up unless an fp32 copy
     exists in ``fp32_alias`` (so LogSoftmax -> ArgMax/ReduceMax stays fp32 all the
     way), its float outputs recorded there and cast down for fp16 consumers.
-    ArgMax's int64 output is left alone."""
+    ArgMax's and TopK's int64 index outputs are left alone."""
     before, after = [], []
     name = node.input[0]
     if name in fp32_alias:
@@ -105,7 +105,8 @@ def _wrap_fp32(node, fp32_alias):
                                        name=up + "_cast"))
         node.input[0] = up
     if node.op_type != "ArgMax":
-        for j, name in enumerate(node.output):
+        floats = node.output[:1] if node.op_type == "TopK" else node.output  # not indices
+        for j, name in enumerate(floats):
             inner = fp32_alias[name] = "%s__fp32" % name
             node.output[j] = inner
             after.append(helper.make_node("Cast", [inner], [name], to=TensorProto.FLOAT16,
