@@ -107,21 +107,36 @@ class Backend(object):
         return self._timed_run("caption", self._feed("caption", [batch]))[0]
 
     def _beam(self, batch):
-        """``uint8 [N,H,W,3]`` -> token ids ``[N, T]`` by beam search over the step graphs."""
-        state = self._timed_run("encoder", self._feed("encoder", [batch]))[0]
-        token_dtype = _np_dtype(self.entries["decoder_step"], 0, np.int32)
-        state_dtype = _np_dtype(self.entries["decoder_step"], 1, np.float32)
+        """``uint8 [N,H,W,3]`` -> token ids ``[N, T]`` by beam search over the step graphs.
 
-        def step(tokens, step_state):
-            feeds = self._feed("decoder_step", [np.asarray(tokens, dtype=token_dtype),
-                                                np.asarray(step_state, dtype=state_dtype)])
-            logprobs, new_state = self._timed_run("decoder_step", feeds)[:2]
+        ``encoder`` outputs the state, then any memory tensors; ``decoder_step``
+        takes ``token, state`` then those same tensors (``nanocap.json`` names
+        them): every extra encoder output goes to every step unchanged."""
+        state, memory = self._encoder_outputs(batch)
+        entry = self.entries["decoder_step"]
+        token_dtype = _np_dtype(entry, 0, np.int32)
+        state_dtype = _np_dtype(entry, 1, np.float32)
+
+        def step(tokens, step_state, *step_memory):
+            values = [np.asarray(tokens, dtype=token_dtype),
+                      np.asarray(step_state, dtype=state_dtype)] + list(step_memory)
+            logprobs, new_state = self._timed_run("decoder_step",
+                                                  self._feed("decoder_step", values))[:2]
             return logprobs, new_state
 
         vocab = self.bundle.vocab
-        tokens, _ = beam_search(step, np.asarray(state, dtype=state_dtype), vocab.start_id,
-                                vocab.end_id, self.bundle.max_len, beam_size=self.beam_size)
+        tokens, _ = beam_search(step, state, vocab.start_id, vocab.end_id, self.bundle.max_len,
+                                beam_size=self.beam_size, memory=memory)
         return tokens
+
+    def _encoder_outputs(self, batch):
+        """Run ``encoder``: ``(state [N,S], memory tuple)`` in the dtypes
+        ``decoder_step`` declares for its inputs 1, 2, ..."""
+        outputs = self._timed_run("encoder", self._feed("encoder", [batch]))
+        entry = self.entries["decoder_step"]
+        cast = [np.asarray(value, dtype=_np_dtype(entry, 1 + i, np.float32))
+                for i, value in enumerate(outputs)]
+        return cast[0], tuple(cast[1:])
 
     def caption(self, frames):
         """Caption ``frames`` (list of ``uint8 [h, w, 3]`` BGR, any size).
@@ -170,6 +185,28 @@ def ort_provider_order(available, wanted=None):
     return usable
 
 
+def session_options(ort, threads=None):
+    """ONNX Runtime session options for one caption at a time.
+
+    All graph optimisations, sequential execution, and worker threads that
+    sleep instead of spinning between operators (``session.intra_op.allow_spinning
+    = 0``): a batch-1 caption is hundreds of tiny operators, and spinning
+    workers compete with the live loop's capture and drawing threads and with
+    anything else on the machine (on the loaded 2-core development machine the
+    caption graph took 2.8 ms without spinning and 6.4 ms with it, 2 threads).
+    ``threads``: intra-op threads (None: ONNX Runtime's default, one per core).
+    """
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 class OrtBackend(Backend):
     """ONNX Runtime sessions, one per graph; ``providers`` = what the session uses."""
 
@@ -186,11 +223,8 @@ class OrtBackend(Backend):
         self.providers = list(self.sessions[self.graphs[0]].get_providers())
 
     def _session(self, path, providers):
-        options = self.ort.SessionOptions()
-        options.log_severity_level = 3
-        if self.threads:
-            options.intra_op_num_threads = int(self.threads)
-        return self.ort.InferenceSession(path, sess_options=options, providers=providers)
+        return self.ort.InferenceSession(path, sess_options=session_options(self.ort, self.threads),
+                                         providers=providers)
 
     def open_graph(self, name, path):
         """Open ``path``; a provider that fails to start is dropped and the next tried."""

@@ -1,9 +1,13 @@
 """Greedy and beam search in numpy, for the device (no torch; Python 3.6).
 
 The step-wise bundle graphs drive it: ``encoder.onnx`` gives the initial state
-and ``decoder_step.onnx`` is the step::
+(then any memory tensors) and ``decoder_step.onnx`` is the step::
 
-    step(tokens int [N], state float32 [N, S]) -> (logprobs [N, V], state [N, S])
+    step(tokens int [N], state float32 [N, S], *memory) -> (logprobs [N, V], state [N, S])
+
+``memory`` (a tuple of per-image arrays ``[N, ...]``, empty for the ``fc``
+decoder, the attended regions/keys for ``att``) is passed to every step
+unchanged; beam search repeats each image's rows once per beam (``[N*K, ...]``).
 
 Same rules as ``train.decoding`` (its torch twin), so both give the same
 tokens for the same step outputs:
@@ -22,7 +26,7 @@ PAD_ID = 0
 DEFAULT_LENGTH_NORM = 0.7
 
 
-def greedy_search(step, state, start_id, end_id, max_len):
+def greedy_search(step, state, start_id, end_id, max_len, memory=()):
     """Pick the most likely token at every step.
 
     Returns ``(tokens int64 [N, max_len], logprobs float32 [N, max_len])``:
@@ -36,7 +40,7 @@ def greedy_search(step, state, start_id, end_id, max_len):
     done = np.zeros(n, dtype=bool)
     rows = np.arange(n)
     for t in range(max_len):
-        step_logprobs, state = step(current, state)
+        step_logprobs, state = step(current, state, *memory)
         step_logprobs = np.asarray(step_logprobs, dtype=np.float32)
         best = step_logprobs.argmax(axis=1)                       # first max on ties
         best_lp = step_logprobs[rows, best]
@@ -63,7 +67,7 @@ def _length_normalised(sums, lengths, length_norm):
 
 
 def beam_search(step, state, start_id, end_id, max_len, beam_size=3,
-                length_norm=DEFAULT_LENGTH_NORM):
+                length_norm=DEFAULT_LENGTH_NORM, memory=()):
     """Keep the ``beam_size`` best partial captions of each image.
 
     ``state [N, S]`` -> ``(tokens int64 [N, max_len], scores float32 [N])``:
@@ -74,6 +78,7 @@ def beam_search(step, state, start_id, end_id, max_len, beam_size=3,
     if k < 1:
         raise ValueError("beam_size must be >= 1, not %r" % (beam_size,))
     state = np.repeat(np.asarray(state), k, axis=0)               # [N*K, S]
+    memory = tuple(np.repeat(np.asarray(m), k, axis=0) for m in memory)  # [N*K, ...]
     sums = np.full((n, k), -np.inf, dtype=np.float32)
     sums[:, 0] = 0.0                                              # one live beam at first
     history = np.full((n, k, max_len), PAD_ID, dtype=np.int64)
@@ -82,7 +87,7 @@ def beam_search(step, state, start_id, end_id, max_len, beam_size=3,
     current = np.full((n * k,), start_id, dtype=np.int64)
     rows = np.arange(n)[:, None]
     for t in range(max_len):
-        step_logprobs, state = step(current, state)
+        step_logprobs, state = step(current, state, *memory)
         step_logprobs = np.asarray(step_logprobs, dtype=np.float32).reshape(n, k, -1)
         vocab_size = step_logprobs.shape[2]
         step_logprobs = np.where(done[:, :, None], -np.inf, step_logprobs)

@@ -4,6 +4,11 @@ Every exported graph must pass ``check_floor``: opset <= 13, IR version <= 7,
 none of Loop/NonZero/OneHot/Mod, token tensors int32 at the boundary, ArgMax on
 floating-point data only, TopK's K a constant, static shapes except the batch
 (first) axis, and ``onnx.checker``. ``floor_problems`` lists every violation.
+
+``operator_counts`` counts a graph's operators for the benchmark: ``Constant``
+nodes are not operators (runtimes turn them into weights), and shape-only
+operators (``SHAPE_OPS``) cost no kernel on a GPU (TensorRT resolves them when
+it builds the engine), so ``kernels`` leaves them out too.
 """
 import onnx
 from onnx import TensorProto
@@ -16,6 +21,10 @@ FORBIDDEN_OPS = ("Loop", "NonZero", "OneHot", "Mod")
 FLOATS = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE)
 # Boundary tensors that carry token ids must be int32 (TensorRT has no int64).
 TOKEN_NAMES = ("tokens", "token")
+
+
+SHAPE_OPS = ("Shape", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "ConstantOfShape",
+             "Identity")
 
 
 def _as_model(model_or_path):
@@ -117,3 +126,16 @@ def force_ir_version(model, version=MAX_IR_VERSION):
     if model.ir_version > version:
         model.ir_version = version
     return model
+
+
+def operator_counts(model_or_path):
+    """``{"operators": n, "kernels": n, "by_type": {op: n}}`` of a graph: every
+    node but ``Constant``; ``kernels`` also leaves out ``SHAPE_OPS``."""
+    model = _as_model(model_or_path)
+    by_type = {}
+    for node in model.graph.node:
+        if node.op_type != "Constant":
+            by_type[node.op_type] = by_type.get(node.op_type, 0) + 1
+    total = sum(by_type.values())
+    return {"operators": total, "by_type": by_type,
+            "kernels": total - sum(n for op, n in by_type.items() if op in SHAPE_OPS)}

@@ -6,15 +6,21 @@ has no ``Loop`` node (TensorRT 8.2 / JetPack 4.6 floor).
 
 Shapes (N dynamic batch, H/W input size, T steps, S state, V vocabulary):
 - ``CaptionGraph``:     image uint8 [N,H,W,3] -> tokens int32 [N,T], logprobs float32 [N,T]
-- ``EncoderGraph``:     image uint8 [N,H,W,3] -> state float32 [N,S]
-- ``DecoderStepGraph``: token int32 [N], state float32 [N,S]
+- ``EncoderGraph``:     image uint8 [N,H,W,3] -> state float32 [N,S], *memory
+- ``DecoderStepGraph``: token int32 [N], state float32 [N,S], *memory
                         -> logprobs float32 [N,V], state_out float32 [N,S]
+
+``memory`` is the model's per-image tensors (``Captioner.memory_names``, e.g.
+the attention decoder's regions and keys; none for ``fc``, whose bundle has
+exactly the inputs/outputs of ``GRAPH_IO``): the encoder computes them once,
+every step takes them unchanged (``graph_io`` gives a model's names; the
+backends pass every extra encoder output to every step, repeated per beam).
 
 Greedy decoding rule, as ``train.decoding.greedy_search`` (the PyTorch reference
 that ``export verify`` compares against): at each step the token is ``argmax``
 of the float log-probabilities (first index on ties); once ``<end>`` has been
 emitted every later token is 0 (``<pad>``) and its log-probability 0. The graph
-form differs only in being traceable: no early exit, masking with ``where``.
+form differs only in being traceable: no early exit, masking after the loop.
 """
 import torch
 import torch.nn as nn
@@ -30,7 +36,14 @@ NEG = -1.0e4  # "impossible" log-probability: finite, so fp16 engines hold it to
 
 
 class CaptionGraph(nn.Module):
-    """Greedy captioning in one graph: ``max_len`` decoder steps unrolled."""
+    """Greedy captioning in one graph: ``max_len`` decoder steps unrolled.
+
+    Per step only the model's ``step`` and one TopK (K=1: the first maximum's
+    value and index, as ``argmax``) run; the token fed back is the raw choice.
+    What follows ``<end>`` is masked once for the whole caption after the loop
+    (``ended [N,T] @ strictly-upper-triangular ones [T,T]`` counts the ends
+    before each position: a MatMul instead of CumSum, which TensorRT 8.2 lacks).
+    """
 
     def __init__(self, model, start_id, end_id, max_len):
         super().__init__()
@@ -42,25 +55,31 @@ class CaptionGraph(nn.Module):
         # which TensorRT 8.2 cannot hold as weights).
         self.register_buffer("start", torch.tensor([self.start_id], dtype=torch.int32),
                              persistent=False)
-        self.register_buffer("end", torch.tensor([self.end_id], dtype=torch.int32),
+        self.register_buffer("before", torch.ones(self.max_len, self.max_len).triu(1),
                              persistent=False)
 
     def forward(self, image):
-        state = self.model.init_state(self.model.encode(image))
+        state, memory = self.model.start(image)
         # [N] start tokens built from the batch size (ConstantOfShape, no Loop).
         token = torch.zeros_like(state[:, 0], dtype=torch.int32) + self.start
-        alive = token == self.start  # all true, computed (no bool constant)
         tokens, scores = [], []
-        zero_tok = torch.zeros_like(token)
-        zero_lp = torch.zeros_like(state[:, 0])
         for _ in range(self.max_len):
-            logprobs, state = self.model.step(token, state)
-            best, index = torch.max(logprobs, dim=1)  # ArgMax/ReduceMax on float
-            token = index.to(torch.int32)
-            tokens.append(torch.where(alive, token, zero_tok))
-            scores.append(torch.where(alive, best, zero_lp))
-            alive = alive & (token != self.end)
-        return torch.stack(tokens, dim=1), torch.stack(scores, dim=1)
+            logprobs, state = self.model.step(token, state, *memory)
+            best, index = torch.topk(logprobs, 1, dim=1)                   # [N, 1] each
+            tokens.append(index)
+            scores.append(best)
+            token = index.view(-1)
+        tokens, scores = torch.cat(tokens, dim=1), torch.cat(scores, dim=1)  # [N, T]
+        ends_before = torch.matmul((tokens == self.end_id).float(), self.before)
+        alive = ends_before == 0.0
+        return (torch.where(alive, tokens, torch.zeros_like(tokens)).to(torch.int32),
+                torch.where(alive, scores, torch.zeros_like(scores)))
+
+
+def repeat_memory(memory, k):
+    """Each per-image memory tensor ``[N, ...]`` -> ``[N*K, ...]`` (row i*K+j = image i)."""
+    return tuple(m.unsqueeze(1).expand(-1, k, *m.shape[1:]).reshape(-1, *m.shape[1:])
+                 for m in memory)
 
 
 class BeamGraph(nn.Module):
@@ -89,7 +108,8 @@ class BeamGraph(nn.Module):
 
     def forward(self, image):
         k, vocab = self.k, self.model.config.vocab_size
-        state = self.model.init_state(self.model.encode(image))           # [N,S]
+        state, memory = self.model.start(image)                           # [N,S]
+        memory = repeat_memory(memory, k)                                   # [N*K, ...]
         width = state.shape[1]
         state = state.unsqueeze(1).expand(-1, k, -1)                        # [N,K,S]
         sums = state[:, :, 0] * 0.0 + self.first                            # [N,K]
@@ -98,7 +118,8 @@ class BeamGraph(nn.Module):
         done = token == self.end                                            # all false
         history = None
         for _ in range(self.max_len):
-            logprobs, flat_state = self.model.step(token.reshape(-1), state.reshape(-1, width))
+            logprobs, flat_state = self.model.step(token.reshape(-1), state.reshape(-1, width),
+                                                    *memory)
             logprobs = torch.where(done.unsqueeze(2), self.frozen,
                                    logprobs.reshape(-1, k, vocab))
             candidates = (sums.unsqueeze(2) + logprobs).reshape(-1, k * vocab)
@@ -124,14 +145,15 @@ class BeamGraph(nn.Module):
 
 
 class EncoderGraph(nn.Module):
-    """Image frames -> initial decoder state."""
+    """Image frames -> initial decoder state, then the model's memory tensors."""
 
     def __init__(self, model):
         super().__init__()
         self.model = model
 
     def forward(self, image):
-        return self.model.init_state(self.model.encode(image))
+        state, memory = self.model.start(image)
+        return (state,) + tuple(memory) if memory else state
 
 
 class DecoderStepGraph(nn.Module):
@@ -141,8 +163,21 @@ class DecoderStepGraph(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, token, state):
-        return self.model.step(token, state)
+    def forward(self, token, state, *memory):
+        return self.model.step(token, state, *memory)
+
+
+def graph_io(name, model):
+    """``(input names, output names)`` of graph ``name`` for ``model``: ``GRAPH_IO``
+    plus the model's memory tensors (``model.memory_names``) as extra outputs of
+    ``encoder`` and extra inputs of ``decoder_step`` (none for ``fc``)."""
+    inputs, outputs = GRAPH_IO[name]
+    memory = list(getattr(model, "memory_names", ()))
+    if name == "encoder":
+        return list(inputs), list(outputs) + memory
+    if name == "decoder_step":
+        return list(inputs) + memory, list(outputs)
+    return list(inputs), list(outputs)
 
 
 def build_graph(name, model, vocab, max_len, beam_size=3, length_norm=0.7):
@@ -166,5 +201,6 @@ def example_inputs(name, model, batch=1):
     if name in ("caption", "encoder", "caption_beam"):
         return (image,)
     token = torch.ones(batch, dtype=torch.int32)
-    state = torch.zeros(batch, model.state_dim)
-    return (token, state)
+    with torch.no_grad():
+        state, memory = model.start(image)
+    return (token, torch.zeros_like(state)) + tuple(memory)

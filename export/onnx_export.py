@@ -21,7 +21,7 @@ from edge.errors import NanocapError
 from edge.search import DEFAULT_LENGTH_NORM
 from export.floor import check_floor, force_ir_version
 from export.graph_files import describe_io, graph_file
-from export.graphs import GRAPH_IO, build_graph, example_inputs
+from export.graphs import build_graph, example_inputs, graph_io
 from train.checkpoint import load_checkpoint
 
 OPSET = 13
@@ -30,7 +30,7 @@ GRAPHS = ("caption", "encoder", "decoder_step")
 
 def export_graph(module, inputs, path, graph):
     """Trace ``module`` to ONNX at ``path`` (opset 13, IR 7, dynamic batch only)."""
-    input_names, output_names = GRAPH_IO[graph]
+    input_names, output_names = graph_io(graph, module.model)
     dynamic = dict((n, {0: "N"}) for n in input_names + output_names)
     with torch.no_grad():
         torch.onnx.export(module, inputs, path, input_names=input_names,

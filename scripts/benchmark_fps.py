@@ -20,7 +20,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from edge.bench import report as bench_report, system as bench_system  # noqa: E402
-from edge.bench import measure as bench  # noqa: E402
+from edge.bench import measure as bench, roofline  # noqa: E402
 from edge.bundle import load_bundle  # noqa: E402
 from edge.errors import NanocapError, run_cli  # noqa: E402
 
@@ -103,6 +103,36 @@ def model_cost(bundle, beam_size):
     return cost_from_config(bundle.meta["model"], max_len=bundle.max_len, beam_size=beam_size)
 
 
+def operator_summary(bundle, beam_size):
+    """Operators in the bundle's graphs (needs onnx; else a note): per graph and
+    precision, per decoder step of the one-graph caption ((caption - encoder) / T),
+    and per caption: greedy = ``caption.onnx`` (one call), beam = ``encoder`` +
+    T x K-row ``decoder_step`` calls (no early stop). ``kernels`` leaves out
+    shape-only operators (``export.floor.operator_counts``)."""
+    try:
+        from export.floor import operator_counts
+    except ImportError as exc:
+        return {"note": "operators not counted: onnx is not installed (%s)" % exc}
+    graphs = {}
+    for graph in ("caption", "encoder", "decoder_step"):
+        for precision in bundle.precisions(graph):
+            graphs["%s %s" % (graph, precision)] = operator_counts(
+                bundle.graph_path(graph, precision))
+    caption, encoder = graphs.get("caption fp32"), graphs.get("encoder fp32")
+    step = graphs.get("decoder_step fp32")
+    if not (caption and encoder and step):
+        return {"graphs": graphs}
+    t = float(bundle.max_len)
+    out = {"graphs": graphs, "max_len": bundle.max_len, "beam_size": beam_size,
+           "calls_per_caption": {"greedy": 1, "beam": 1 + bundle.max_len}}
+    for key, name in (("operators", "operators"), ("kernels", "kernels")):
+        out["%s_per_step" % key] = {"one_graph": (caption[name] - encoder[name]) / t,
+                                    "decoder_step": step[name]}
+        out["%s_per_caption" % key] = {"greedy": caption[name],
+                                       "beam": encoder[name] + bundle.max_len * step[name]}
+    return out
+
+
 def live_row(bundle, source, frames):
     """The end-to-end live loop (``edge.live.run_live``: capture thread ->
     async captioner -> overlay, headless, no recording) for ``frames`` frames,
@@ -171,6 +201,7 @@ def main(argv):
     live_frames = args.frames if args.live_frames is None else args.live_frames
     live = live_row(bundle, args.source, live_frames) if live_frames > 0 else None
     cost = model_cost(bundle, args.beam_size)
+    operators = operator_summary(bundle, args.beam_size)
     bench.add_agreement(rows)
     bench.add_gflops(rows, cost.get("flops_per_caption"))
     machine["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
@@ -182,7 +213,8 @@ def main(argv):
               "matmul_peak_gflops": max(peak or 0.0, bench_system.matmul_peak_with_threads(
                   args.threads, n=MATMUL_N) or 0.0) or None,
               "matmul_n": MATMUL_N, "matmul_threads": args.threads,
-              "results": rows, "skipped": skipped, "live": live}
+              "results": rows, "skipped": skipped, "live": live, "operators": operators,
+              "nano_estimate": roofline.nano_rows(cost, operators)}
     report["summary"] = headline(report)
     print(bench_report.render_text(report))
     if args.json:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edge.bench import report as bench_report, system as bench_system
-from edge.bench import measure as bench
+from edge.bench import measure as bench, roofline
 from edge.bundle import load_bundle
 from edge.errors import NanocapError
 from edge.image import list_images, read_image
@@ -71,6 +71,44 @@ def test_time_backend_counts_warmup_apart_and_cycles_frames():
     assert row["stages_ms"] == {"resize": 1.0, "inference": 2.0, "decode": 0.5}
     assert row["texts"] == {0: "frame 0", 1: "frame 1", 2: "frame 2"}
     assert row["latency_ms"]["p50"] <= row["latency_ms"]["p99"]
+
+
+class FakeClock(object):
+    """Seconds that advance 1 ms at every reading and when a backend says so."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        value = self.now
+        self.now += 0.001
+        return value
+
+
+class ClockedBackend(CountingBackend):
+    """Each call takes the next of ``seconds`` on the fake clock (warm-up included)."""
+
+    def __init__(self, clock, seconds):
+        CountingBackend.__init__(self)
+        self.clock, self.seconds = clock, list(seconds)
+
+    def caption(self, frames):
+        self.clock.now += self.seconds.pop(0)
+        return CountingBackend.caption(self, frames)
+
+
+def test_rates_and_percentiles_from_an_injected_clock():
+    clock = FakeClock()
+    frames = [np.full((4, 4, 3), i, np.uint8) for i in range(3)]
+    # two warm-up calls of 100 ms (not counted), then 4 timed calls of 2 frames
+    backend = ClockedBackend(clock, [0.1, 0.1, 0.010, 0.020, 0.030, 0.040])
+    row = bench.time_backend(backend, frames, captions=8, warmup=2, batch=2, clock=clock)
+    # latency = call + the 1 ms reading of t0; the loop spans 4 calls + 9 readings = 109 ms
+    assert row["captions"] == 8
+    assert row["captions_per_s"] == pytest.approx(8 / 0.109, rel=1e-9)
+    lat = row["latency_ms"]                              # 11, 21, 31, 41 ms
+    assert lat["mean"] == pytest.approx(26.0) and lat["p50"] == pytest.approx(26.0)
+    assert lat["p95"] == pytest.approx(39.5) and lat["p99"] == pytest.approx(40.7)
 
 
 def test_clocks_locked_reads_sysfs(tmp_path):
@@ -145,6 +183,24 @@ def test_reports_render(tmp_path):
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_nano_roofline_estimate_arithmetic():
+    est = roofline.estimate(flops=944e6, weight_bytes=25.6e6, kernels=100)
+    assert est["compute_ms"] == pytest.approx(2.0) and est["memory_ms"] == pytest.approx(1.0)
+    assert est["launch_ms"] == pytest.approx(100 * roofline.LAUNCH_US / 1e3)
+    assert est["estimate_ms"] == pytest.approx(2.0 + 0.5) and est["bound"] == "compute"
+    assert est["captions_per_s"] == pytest.approx(400.0)
+    cost = {"flops_per_caption": {"greedy": 4.72e6, "beam": 9.44e6},
+            "weight_bytes_per_caption": {"fp16": {"greedy": 25.6e6, "beam": 25.6e6}}}
+    ops = {"kernels_per_caption": {"greedy": 400, "beam": 100}}
+    greedy, beam = roofline.nano_rows(cost, ops)
+    assert greedy["decode"] == "greedy" and greedy["bound"] == "launch"
+    assert greedy["estimate_ms"] == pytest.approx(1.0 + 2.0)       # weights 1 ms + 400 x 5 us
+    assert beam["bound"] == "memory" and roofline.nano_rows(cost, {}) == []
+    text = "\n".join(bench_report.cost_lines({"model": cost, "nano_estimate": [greedy]}))
+    assert "Jetson Nano FP16 roofline ESTIMATE (upper bound, not measured), greedy" in text
+    assert "400 kernels x 5 us = 2.00 ms -> >= 3.00 ms, <= 333 captions/s" in text
+
+
 def _script(*args):
     proc = subprocess.Popen([sys.executable, SCRIPT] + list(args), cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -167,6 +223,15 @@ def test_cli_writes_json_schema_and_reports_skips(tiny_bundle, tiny_checkpoint, 
     assert {"machine", "versions", "model", "results"} <= set(report)
     assert report["model"]["params"] > 0
     assert report["model"]["flops_per_caption"]["greedy"] > report["model"]["encoder_flops"]
+    weights = report["model"]["weight_bytes_per_caption"]
+    assert 2 * weights["fp16"]["greedy"] == weights["fp32"]["greedy"]
+    ops = report["operators"]
+    # 16 per step (was 33, issue 12) + about 21 around the loop (start token, end mask)
+    assert ops["operators_per_step"]["one_graph"] <= 16 + 24.0 / ops["max_len"]
+    assert ops["operators_per_step"]["decoder_step"] <= 14
+    assert ops["operators_per_caption"]["greedy"] == ops["graphs"]["caption fp32"]["operators"]
+    assert [r["decode"] for r in report["nano_estimate"]] == ["greedy", "beam"]
+    assert "roofline ESTIMATE (upper bound, not measured)" in out
     assert [r["backend"] for r in report["results"]] == ["ort-cpu", "torch"]
     for row in report["results"]:
         assert ROW_KEYS <= set(row)

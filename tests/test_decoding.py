@@ -6,14 +6,14 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from edge import search as np_search  # noqa: E402
-from test_search import END, START, random_step, table_step, trap_table  # noqa: E402
+from test_search import END, START, memory_step, random_step, table_step, trap_table  # noqa: E402
 from train import decoding  # noqa: E402
 
 
 def torch_step(numpy_step):
     """Wrap a numpy step so the torch search can drive it (same outputs)."""
-    def step(tokens, state):
-        logprobs, new = numpy_step(tokens.numpy(), state.numpy())
+    def step(tokens, state, *memory):
+        logprobs, new = numpy_step(tokens.numpy(), state.numpy(), *[m.numpy() for m in memory])
         return torch.from_numpy(np.asarray(logprobs)), torch.from_numpy(np.asarray(new))
     return step
 
@@ -48,6 +48,21 @@ def test_torch_and_numpy_agree(beam_size, length_norm):
                                                  beam_size, length_norm)
         assert t_beam.tolist() == n_beam.tolist()
         np.testing.assert_allclose(t_scores.numpy(), n_scores, rtol=1e-5)
+
+
+def test_torch_and_numpy_agree_with_memory():
+    np_step, state, memory, _ = memory_step(3)
+    t_memory = tuple(torch.from_numpy(m) for m in memory)
+    for k in (1, 3):
+        t_tokens, _ = decoding.beam_search(torch_step(np_step), torch.from_numpy(state), START,
+                                           END, 7, beam_size=k, memory=t_memory)
+        n_tokens, _ = np_search.beam_search(np_step, state, START, END, 7, beam_size=k,
+                                            memory=memory)
+        assert t_tokens.tolist() == n_tokens.tolist()
+    t_tokens, _ = decoding.greedy_search(torch_step(np_step), torch.from_numpy(state), START,
+                                         END, 7, memory=t_memory)
+    n_tokens, _ = np_search.greedy_search(np_step, state, START, END, 7, memory=memory)
+    assert t_tokens.tolist() == n_tokens.tolist()
 
 
 @pytest.fixture(scope="module")

@@ -365,3 +365,58 @@ def test_verdicts_say_when_a_variant_is_slower_and_less_faithful():
     report["fp16"]["speed_vs_fp32"] = 0.5  # slower but as faithful: a note
     lines = verdicts(report)
     assert len(lines) == 1 and "note: fp16 is slower" in lines[0]
+
+
+def _memory_model():
+    """A GRU captioner with one memory tensor (the attention decoder's calling
+    shape): ``regions [N, 2, H]`` made once from the features, added (mean) to
+    the state at every step."""
+    from train.model import Captioner, ModelConfig
+
+    class MemoryCaptioner(Captioner):
+        memory_names = ("regions",)
+
+        def init_decoder(self, features):
+            return self.init_state(features), (features[:, :64].reshape(-1, 2, 32),)
+
+        def step(self, tokens, state, regions):
+            return Captioner.step(self, tokens, state + regions.mean(1))
+
+    torch.manual_seed(1)
+    config = ModelConfig(vocab_size=19, image_size=64, embed=16, hidden=32, max_len=6)
+    return MemoryCaptioner(config, weights="none").eval()
+
+
+def test_memory_tensors_flow_from_encoder_to_every_step(tmp_path):
+    """encoder.onnx outputs state + memory, decoder_step.onnx takes them, nanocap.json
+    names them, and the unchanged device backend's beam search passes them through."""
+    from edge.backends import OrtBackend
+    from edge.bundle import write_meta
+    from edge.vocab import SPECIALS, Vocabulary
+    from export.graph_files import describe_io
+    from export.graphs import build_graph, example_inputs
+    from export.onnx_export import export_graph
+    from edge.search import trim_tokens
+    from train.decoding import decode_batch
+    model = _memory_model()
+    vocab = Vocabulary(list(SPECIALS) + ["w%d" % i for i in range(15)])
+    graphs = {}
+    for graph in ("caption", "encoder", "decoder_step"):
+        path = str(tmp_path / ("%s.onnx" % graph))
+        onnx_model = export_graph(build_graph(graph, model, vocab, 6), example_inputs(graph, model),
+                                  path, graph)
+        graphs[graph] = {"fp32": dict(describe_io(onnx_model), file="%s.onnx" % graph)}
+    names = lambda g, side: [t["name"] for t in graphs[g]["fp32"][side]]  # noqa: E731
+    assert names("encoder", "outputs") == ["state", "regions"]
+    assert names("decoder_step", "inputs") == ["token", "state", "regions"]
+    write_meta(str(tmp_path), {"vocab": vocab.to_dict(), "max_len": 6, "graphs": graphs,
+                               "input": {"height": 64, "width": 64, "layout": "NHWC",
+                                         "channels": "BGR", "dtype": "uint8"},
+                               "model": model.config.to_dict(), "scores": {}})
+    images = _images(3, seed=4)
+    frames = [images[i] for i in range(3)]
+    for decode, beam in (("greedy", 1), ("beam", 3)):
+        backend = OrtBackend(load_bundle(str(tmp_path)), decode=decode, beam_size=3)
+        got = [r.tokens for r in backend.caption(frames)]
+        want = decode_batch(model, vocab, torch.from_numpy(images), beam_size=beam)
+        assert got == [trim_tokens(row, vocab.end_id) for row in want.tolist()], decode

@@ -79,3 +79,25 @@ def test_bad_checkpoints_and_config(tmp_path):
         Captioner(ModelConfig(vocab_size=V, backbone="mobilenet_v9"))
     with pytest.raises(NanocapError, match="--rnn"):
         Captioner(ModelConfig(vocab_size=V, rnn="transformer"))
+
+
+def test_folded_view_follows_the_parameters():
+    model = _model("gru")
+    state, tokens = torch.randn(2, 16), torch.tensor([1, 4])
+    with torch.no_grad():
+        before, _ = model.step(tokens, state)
+        assert torch.equal(model.step(tokens.int(), state)[0], before)   # int32 tokens too
+        model.embed.weight[4] += 1.0            # an in-place update, as an optimizer makes
+        after, _ = model.step(tokens, state)
+    assert torch.equal(after[0], before[0]) and not torch.allclose(after[1], before[1])
+    other = _model("gru", seed=7)
+    with torch.no_grad():
+        other.step(tokens, state)               # its own folded view, then new weights
+        other.load_state_dict(model.state_dict())
+        assert torch.equal(other.step(tokens, state)[0], after)
+    model.train()
+    logprobs, _ = model.step(tokens, state)     # autograd reaches the saved parameters
+    logprobs[:, 3].sum().backward()
+    assert model.embed.weight.grad[4].abs().sum() > 0 and model.out.weight.grad is not None
+    assert set(model.state_dict()) == set(other.state_dict())  # no folded tensors saved
+    assert not any("fold" in k or "table" in k for k in model.state_dict())

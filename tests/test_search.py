@@ -117,3 +117,32 @@ def test_beam_rejects_zero_width():
 def test_trim_tokens():
     assert trim_tokens([A, B, END, C]) == [A, B]
     assert trim_tokens(np.array([A, PAD, B])) == [A]
+
+
+def memory_step(seed, vocab=11, hidden=7, regions=4):
+    """``random_step`` that also attends to a per-image memory ``[N, R, hidden]``
+    (mean-pooled and added to the state): the attention decoder's calling shape."""
+    base, state = random_step(seed, vocab, hidden)
+    seen = []
+
+    def step(tokens, state, memory):
+        seen.append(memory.shape)
+        return base(tokens, (state + memory.mean(axis=1)).astype(np.float32))
+    memory = np.random.RandomState(seed + 100).randn(state.shape[0], regions, hidden)
+    return step, state, (memory.astype(np.float32),), seen
+
+
+def test_memory_reaches_every_step_repeated_per_beam():
+    step, state, memory, seen = memory_step(0)
+    n = state.shape[0]
+    tokens, _ = greedy_search(step, state, START, END, 6, memory=memory)
+    assert seen and all(shape == (n, 4, 7) for shape in seen)
+    del seen[:]
+    beam, _ = beam_search(step, state, START, END, 6, beam_size=3, memory=memory)
+    assert seen and all(shape == (n * 3, 4, 7) for shape in seen)
+    # each image decodes with its own memory: one image alone gives the same tokens
+    alone, _ = beam_search(step, state[2:3], START, END, 6, beam_size=3,
+                           memory=(memory[0][2:3],))
+    assert alone[0].tolist() == beam[2].tolist()
+    alone, _ = greedy_search(step, state[2:3], START, END, 6, memory=(memory[0][2:3],))
+    assert alone[0].tolist() == tokens[2].tolist()

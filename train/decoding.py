@@ -3,10 +3,11 @@
 Written once over a step function, in the style of self-critical.pytorch's
 base class: the search only needs next-token log-probabilities::
 
-    step(tokens int [N], state [N, S]) -> (logprobs [N, V], state [N, S])
+    step(tokens int [N], state [N, S], *memory) -> (logprobs [N, V], state [N, S])
 
-which is ``train.model.Captioner.step``; the initial state is
-``model.init_state(model.encode(images))``. The torch-free twin used on the
+which is ``train.model.Captioner.step``; the initial state and the memory
+(per-image tensors passed to every step, repeated per beam; empty for ``fc``)
+are ``model.start(images)``. The torch-free twin used on the
 device is ``edge.search`` (numpy); both follow the same rules so they agree
 token for token on the same step outputs:
 
@@ -26,7 +27,7 @@ from edge.search import DEFAULT_LENGTH_NORM, PAD_ID, trim_tokens
 
 
 @torch.no_grad()
-def greedy_search(step, state, start_id, end_id, max_len):
+def greedy_search(step, state, start_id, end_id, max_len, memory=()):
     """Pick the most likely token at every step.
 
     Returns ``(tokens LongTensor [N, max_len], logprobs FloatTensor [N, max_len])``:
@@ -39,7 +40,7 @@ def greedy_search(step, state, start_id, end_id, max_len):
     current = torch.full((n,), start_id, dtype=torch.long)
     done = torch.zeros(n, dtype=torch.bool)
     for t in range(max_len):
-        step_logprobs, state = step(current, state)
+        step_logprobs, state = step(current, state, *memory)
         step_logprobs = step_logprobs.float()
         best = step_logprobs.argmax(dim=1)                        # first max on ties
         best_lp = step_logprobs.gather(1, best.unsqueeze(1)).squeeze(1)
@@ -72,7 +73,7 @@ def _length_normalised(sums, lengths, length_norm):
 
 @torch.no_grad()
 def beam_search(step, state, start_id, end_id, max_len, beam_size=3,
-                length_norm=DEFAULT_LENGTH_NORM):
+                length_norm=DEFAULT_LENGTH_NORM, memory=()):
     """Keep the ``beam_size`` best partial captions of each image.
 
     ``state [N, S]`` -> ``(tokens LongTensor [N, max_len], scores FloatTensor [N])``:
@@ -83,6 +84,7 @@ def beam_search(step, state, start_id, end_id, max_len, beam_size=3,
     if k < 1:
         raise ValueError("beam_size must be >= 1, not %r" % beam_size)
     state = state.repeat_interleave(k, dim=0)                     # [N*K, S]
+    memory = tuple(m.repeat_interleave(k, dim=0) for m in memory)  # [N*K, ...]
     sums = torch.full((n, k), float("-inf"))
     sums[:, 0] = 0.0                                              # one live beam at first
     history = torch.full((n, k, max_len), PAD_ID, dtype=torch.long)
@@ -91,7 +93,7 @@ def beam_search(step, state, start_id, end_id, max_len, beam_size=3,
     current = torch.full((n * k,), start_id, dtype=torch.long)
     rows = torch.arange(n).unsqueeze(1)
     for t in range(max_len):
-        step_logprobs, state = step(current, state)
+        step_logprobs, state = step(current, state, *memory)
         step_logprobs = step_logprobs.float().view(n, k, -1)
         vocab_size = step_logprobs.shape[2]
         frozen = torch.full_like(step_logprobs, float("-inf"))
@@ -160,12 +162,13 @@ def decode_batch(model, vocab, images, beam_size=1, length_norm=DEFAULT_LENGTH_N
     ``tokens LongTensor [N, max_len]`` (greedy when ``beam_size == 1``)."""
     max_len = int(model.config.max_len)
     with torch.no_grad():
-        state = model.init_state(model.encode(images))
+        state, memory = model.start(images)
         if beam_size <= 1:
-            tokens, _ = greedy_search(model.step, state, vocab.start_id, vocab.end_id, max_len)
+            tokens, _ = greedy_search(model.step, state, vocab.start_id, vocab.end_id, max_len,
+                                      memory=memory)
         else:
             tokens, _ = beam_search(model.step, state, vocab.start_id, vocab.end_id, max_len,
-                                    beam_size=beam_size, length_norm=length_norm)
+                                    beam_size=beam_size, length_norm=length_norm, memory=memory)
     return tokens
 
 

@@ -6,6 +6,14 @@ One caption = one encoder pass + ``init_state`` + ``T`` decoder steps, where T
 is the bundle's ``max_len`` (the one-graph greedy decode always runs T steps).
 Beam search runs each step on K hypotheses, so it costs encoder + T * K steps.
 Weights do not change the count, so a bundle's model config alone suffices.
+
+Bytes of weights read per caption (``weight_bytes``), per precision: every
+encoder weight once, then per decoder step the hidden-to-gate and vocabulary
+weights (read again every step: at GRU-512 they exceed any GPU cache of a
+Jetson) and one row of the folded input-gate table per caption in flight.
+fp32 4 bytes, fp16 2; int8 as ``export/quantize.py`` writes it: the encoder's
+non-depthwise Conv weights 1 byte, everything else fp32. Activations are not
+counted (small at batch 1, and they stay in cache).
 """
 import torch
 
@@ -21,6 +29,42 @@ def _count(fn):
     return int(counter.get_total_flops())
 
 
+PRECISION_BYTES = {"fp32": 4, "fp16": 2, "int8": 4}
+
+
+def _encoder_bytes(model, precision):
+    """Bytes of the encoder's weights (backbone + initial-state projection)."""
+    total = 0
+    for module in [model.backbone, model.init_state_proj]:
+        for sub in module.modules():
+            for name, param in sub.named_parameters(recurse=False):
+                size = PRECISION_BYTES[precision]
+                if (precision == "int8" and isinstance(sub, torch.nn.Conv2d) and name == "weight"
+                        and sub.groups == 1):
+                    size = 1
+                total += param.numel() * size
+    return total
+
+
+def weight_bytes(model, beam_size=3, max_len=None):
+    """``{precision: {"encoder", "step", "greedy", "beam"}}``: bytes of weights read
+    by one caption (see the module doc); ``step`` is one greedy (batch-1) step."""
+    steps = int(max_len or model.config.max_len)
+    with torch.no_grad():
+        folded = model.folded_weights()
+    gates = folded["table"].shape[1]                               # G * H
+    shared = sum(t.numel() for k, t in folded.items() if k != "table")
+    out = {}
+    for precision, size in PRECISION_BYTES.items():
+        size = 4 if precision == "int8" else size                  # decoder stays float
+        encoder = _encoder_bytes(model, precision)
+        step = lambda rows: (shared + rows * gates) * size      # noqa: E731
+        out[precision] = {"encoder": encoder, "step": step(1),
+                          "greedy": encoder + steps * step(1),
+                          "beam": encoder + steps * step(int(beam_size))}
+    return out
+
+
 def model_cost(model, max_len=None, beam_size=3):
     """``{"params", "encoder_flops", "step_flops", "flops_per_caption":
     {"greedy", "beam"}, "macs_per_caption", "max_len", "beam_size", ...}``
@@ -30,7 +74,9 @@ def model_cost(model, max_len=None, beam_size=3):
     size = int(config.image_size)
     model = model.eval()
     image = torch.zeros((1, size, size, 3), dtype=torch.uint8)
-    encoder = _count(lambda: model.init_state(model.encode(image)))
+    with torch.no_grad():  # the derived decoder view exists before counting (as in a graph)
+        model.folded_weights()
+    encoder = _count(lambda: model.start(image))
 
     def step_cost(n):
         state = torch.zeros((n, model.state_dim))
@@ -44,7 +90,8 @@ def model_cost(model, max_len=None, beam_size=3):
             "max_len": steps, "beam_size": int(beam_size),
             "encoder_flops": encoder, "step_flops": step1,
             "flops_per_caption": {"greedy": greedy, "beam": encoder + steps * stepk},
-            "macs_per_caption": greedy // 2}
+            "macs_per_caption": greedy // 2,
+            "weight_bytes_per_caption": weight_bytes(model, beam_size, steps)}
 
 
 def cost_from_config(config_dict, max_len=None, beam_size=3):

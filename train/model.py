@@ -7,8 +7,16 @@ Shapes (N batch, T caption steps, F feature size, S state size, V vocabulary):
   so the exported graph takes raw frames.
 - ``encode(images) -> features [N, F]``; ``init_state(features) -> state [N, S]``
   where S = hidden (GRU) or 2 * hidden (LSTM: h and c side by side).
-- ``step(tokens int [N], state [N, S]) -> (logprobs [N, V], state [N, S])``:
-  the one decoding step shared by greedy/beam search and the ONNX export.
+- ``init_decoder(features) -> (state [N, S], memory)`` and ``start(images)``
+  (= ``init_decoder(encode(images))``): ``memory`` is a tuple of per-image
+  tensors ``[N, ...]`` that every step receives unchanged; empty for the ``fc``
+  decoder, the attended regions (and their projected keys) for ``att``.
+  ``memory_names`` names them in the bundle (``encoder.onnx`` outputs
+  ``state`` + memory, ``decoder_step.onnx`` takes ``token, state`` + memory).
+- ``step(tokens int [N], state [N, S], *memory) -> (logprobs [N, V], state [N, S])``:
+  the one decoding step shared by greedy/beam search and the ONNX export. It
+  runs on ``folded_weights()`` (embedding folded into the input gates, one Gemm
+  per gate group), a derived view: saved parameter names are unchanged.
 - ``forward(images, tokens_in [N, T]) -> logits [N, T, V]`` (teacher forcing).
 """
 from dataclasses import asdict, dataclass, fields
@@ -147,29 +155,91 @@ class Captioner(nn.Module):
         """Images ``uint8 [N,H,W,3]``, tokens ``[N,T]`` -> logits ``[N,T,V]``."""
         return self.forward_features(self.encode(images), tokens_in)
 
-    def step(self, tokens, state):
-        """One decoding step: tokens ``int [N]``, state ``[N,S]`` ->
-        ``(logprobs [N,V], new state [N,S])``. Uses the RNN's own weights with
-        plain matmuls and slices, so it exports to any ONNX/TensorRT version."""
-        x = self.embed(tokens.long())
-        gi = F.linear(x, self.rnn.weight_ih_l0, self.rnn.bias_ih_l0)
-        h, c = self._split_state(state)
-        gh = F.linear(h, self.rnn.weight_hh_l0, self.rnn.bias_hh_l0)
+    # -- the decoding interface (shared by every search and exported graph) ----
+    memory_names = ()  # fc: no per-image memory (att: e.g. ("regions", "keys"))
+
+    def init_decoder(self, features):
+        """Encoder output -> ``(state [N,S], memory)``: what every step receives.
+        ``memory`` is a tuple of per-image tensors ``[N, ...]`` computed once and
+        passed unchanged to every ``step`` (empty for ``fc``)."""
+        return self.init_state(features), ()
+
+    def start(self, images):
+        """``uint8 [N,H,W,3]`` BGR -> ``(state, memory)`` (``encode`` + ``init_decoder``)."""
+        return self.init_decoder(self.encode(images))
+
+    def folded_weights(self):
+        """The decoder's weights rearranged for few operators per step (a derived
+        view of the saved parameters; checkpoints keep the ``nn.GRU``/``nn.LSTM``
+        names). Keys: ``table [V, G*H]`` = embedding @ W_ih^T + biases (one row
+        gathered per token instead of an embedding lookup plus a Gemm); ``w_gates
+        [H, G'*H]`` the hidden-to-gate weights transposed for ``addmm``; ``w_new``,
+        ``b_new`` (GRU: the candidate gate's hidden weights and bias); ``w_out
+        [H, V]``, ``b_out [V]``. GRU gates are ordered (r, z | n), LSTM gates
+        (i, f, o | g) so one Sigmoid covers a contiguous block.
+
+        Cached while the parameters are unchanged (keyed on their version
+        counters); recomputed, not cached, when autograd needs them."""
+        params = (self.embed.weight, self.rnn.weight_ih_l0, self.rnn.bias_ih_l0,
+                  self.rnn.weight_hh_l0, self.rnn.bias_hh_l0, self.out.weight, self.out.bias)
+        live = torch.is_grad_enabled() and any(p.requires_grad for p in params)
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+        cached = getattr(self, "_folded", None)
+        if not live and cached is not None and cached[0] == key:
+            return cached[1]
+        with torch.set_grad_enabled(live):
+            folded = self._fold(*params)
+        if not live:  # plain tensors: a trace records them as constants (initializers)
+            folded = dict((name, t.detach().clone()) for name, t in folded.items())
+            self._folded = (key, folded)
+        return folded
+
+    def _fold(self, embed, w_ih, b_ih, w_hh, b_hh, w_out, b_out):
         H = self.config.hidden
+        table = embed @ w_ih.t() + b_ih                                     # [V, G*H]
+        if self.config.rnn == "gru":       # r and z take both biases; n keeps b_hh apart
+            table = torch.cat([table[:, :2 * H] + b_hh[:2 * H], table[:, 2 * H:]], dim=1)
+            return {"table": table.contiguous(), "w_gates": w_hh[:2 * H].t().contiguous(),
+                    "w_new": w_hh[2 * H:].t().contiguous(), "b_new": b_hh[2 * H:].contiguous(),
+                    "w_out": w_out.t().contiguous(), "b_out": b_out}
+        order = torch.cat([torch.arange(0, 2 * H), torch.arange(3 * H, 4 * H),
+                           torch.arange(2 * H, 3 * H)]).to(embed.device)  # i f g o -> i f o g
+        table = (table + b_hh).index_select(1, order)
+        return {"table": table.contiguous(), "w_gates": w_hh.index_select(0, order).t().contiguous(),
+                "w_out": w_out.t().contiguous(), "b_out": b_out}
+
+    def step_logits(self, tokens, state, *memory):
+        """One decoding step: tokens ``int [N]`` (int32 or int64), state ``[N,S]``,
+        memory (``init_decoder``'s, unchanged) -> ``(logits [N,V], new state [N,S])``.
+
+        GRU, 13 operators: Gather, Split, Gemm (r|z, input gates as its C),
+        Sigmoid, Split, Gemm (n), Mul, Add, Tanh, Sub, Mul, Add, Gemm (vocabulary); plain
+        ONNX ops that TensorRT 8.2 imports. ``fc`` ignores ``memory``."""
+        w = self.folded_weights()
+        H = self.config.hidden
+        gi = w["table"].index_select(0, tokens)                             # [N, G*H]
         if self.config.rnn == "gru":
-            r = torch.sigmoid(gi[:, :H] + gh[:, :H])
-            z = torch.sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
-            n = torch.tanh(gi[:, 2 * H:] + r * gh[:, 2 * H:])
-            h = (1.0 - z) * n + z * h
+            gi_rz, gi_n = gi.split([2 * H, H], 1)
+            r, z = torch.sigmoid(torch.addmm(gi_rz, state, w["w_gates"])).split(H, 1)
+            n = torch.tanh(gi_n + r * torch.addmm(w["b_new"], state, w["w_new"]))
+            h = n + z * (state - n)                                         # (1-z) n + z h
             new_state = h
         else:
-            g = gi + gh
-            i, f = torch.sigmoid(g[:, :H]), torch.sigmoid(g[:, H:2 * H])
-            cell, o = torch.tanh(g[:, 2 * H:3 * H]), torch.sigmoid(g[:, 3 * H:])
-            c = f * c + i * cell
+            h, c = self._split_state(state)
+            gates = torch.addmm(gi, h, w["w_gates"])
+            i, f, o = torch.sigmoid(gates[:, :3 * H]).split(H, 1)
+            c = f * c + i * torch.tanh(gates[:, 3 * H:])
             h = o * torch.tanh(c)
             new_state = torch.cat([h, c], dim=1)
-        return F.log_softmax(self.out(h), dim=-1), new_state
+        return torch.addmm(w["b_out"], h, w["w_out"]), new_state
+
+    def step(self, tokens, state, *memory):
+        """One decoding step: tokens ``int [N]``, state ``[N,S]``, memory ->
+        ``(logprobs [N,V], new state [N,S])``: ``step_logits`` + LogSoftmax.
+        The step every search (``train.decoding``, ``edge.search`` through
+        ``decoder_step.onnx``) and every exported graph uses."""
+        logits, new_state = self.step_logits(tokens, state, *memory)
+        return F.log_softmax(logits, dim=-1), new_state
 
 
 def count_parameters(model):

@@ -2,7 +2,8 @@
 
 Input is the report dict of ``scripts/benchmark_fps.py``::
 
-    {"machine", "versions", "model": {"params", "flops_per_caption", ...},
+    {"machine", "versions", "model": {"params", "flops_per_caption",
+     "weight_bytes_per_caption", ...}, "operators": {...}, "nano_estimate": [...],
      "results": [rows], "skipped": [...], "live": {...} or None,
      "matmul_peak_gflops": float}
 """
@@ -81,6 +82,7 @@ def summary_lines(report):
                         _fmt(flops / 1e9 if flops else None, 3), model.get("max_len")))
     elif model.get("note"):
         lines.append("model: %s" % model["note"])
+    lines.extend(cost_lines(report))
     peak = report.get("matmul_peak_gflops")
     if peak:
         lines.append("CPU fp32 matmul peak (numpy, %dx%d, %s): %.1f GFLOP/s" % (
@@ -117,6 +119,32 @@ def summary_lines(report):
     jetson = (report.get("machine") or {}).get("jetson") or {}
     for warning in jetson.get("warnings", []):
         lines.append("WARNING: %s" % warning)
+    return lines
+
+
+def cost_lines(report):
+    """Weights read and operators per caption, and the Nano roofline estimate."""
+    model, ops, lines = report.get("model") or {}, report.get("operators") or {}, []
+    weights = model.get("weight_bytes_per_caption") or {}
+    if weights:
+        lines.append("weights read per caption (greedy / beam): " + ", ".join(
+            "%s %.1f / %.1f MB" % (p, weights[p]["greedy"] / 1e6, weights[p]["beam"] / 1e6)
+            for p in ("fp32", "fp16", "int8") if p in weights))
+    per_step, per_caption = ops.get("operators_per_step"), ops.get("operators_per_caption")
+    if per_step and per_caption:
+        lines.append("ONNX operators: %.1f per step in caption.onnx, %d per greedy caption "
+                     "(1 call); decoder_step.onnx %d per step, %d per beam caption (%d calls)"
+                     % (per_step["one_graph"], per_caption["greedy"], per_step["decoder_step"],
+                        per_caption["beam"], ops["calls_per_caption"]["beam"]))
+    elif ops.get("note"):
+        lines.append(ops["note"])
+    for row in report.get("nano_estimate") or []:
+        lines.append("%s roofline ESTIMATE (upper bound, not measured), %s: compute %.2f ms, "
+                     "weights %.2f ms, %d kernels x %.0f us = %.2f ms -> >= %.2f ms, <= %.0f "
+                     "captions/s (%s-bound)" % (
+                         row["device"], row["decode"], row["compute_ms"], row["memory_ms"],
+                         row["kernels"], 1e3 * row["launch_ms"] / max(row["kernels"], 1),
+                         row["launch_ms"], row["estimate_ms"], row["captions_per_s"], row["bound"]))
     return lines
 
 

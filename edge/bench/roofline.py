@@ -1,0 +1,59 @@
+"""A Jetson Nano FP16 roofline estimate for a bundle (torch-free arithmetic).
+
+Upper-bound estimate, not a measurement: what one caption could cost on a
+Nano's GPU if every kernel ran at the chip's published peaks. Per caption::
+
+    compute_ms = FLOPs / 472 GFLOP/s        (FP16 peak: 128 CUDA cores x 2 x
+                                              921.6 MHz x 2 for half2)
+    memory_ms  = weight bytes / 25.6 GB/s   (64-bit LPDDR4 at 1600 MHz)
+    launch_ms  = kernels x LAUNCH_US        (one kernel per ONNX operator that
+                                              does work: ``export.floor.operator_counts``)
+    estimate   = max(compute_ms, memory_ms) + launch_ms
+
+``LAUNCH_US`` = 5 us per kernel. A batch-1 caption is a chain of small
+dependent kernels, so the GPU idles between them for the launch latency:
+about 5 us per kernel launch is the figure NVIDIA gives for desktop GPUs
+(the reason for CUDA Graphs), and the Nano's 1.43 GHz Cortex-A57 host issues
+launches more slowly, not faster; TensorRT's layer fusion lowers the kernel
+count below the ONNX operator count, which goes the other way. With peak
+FLOP/s and bandwidth for every kernel, and activations not counted, the
+result is an optimistic bound: measured Nano rows belong beside it, and land
+below it in captions/s.
+"""
+
+NANO_FP16 = {"name": "Jetson Nano FP16", "peak_gflops": 472.0, "bandwidth_gbs": 25.6,
+             "launch_us": 5.0}
+LAUNCH_US = NANO_FP16["launch_us"]
+
+
+def estimate(flops, weight_bytes, kernels, device=None):
+    """``{"compute_ms", "memory_ms", "launch_ms", "roofline_ms", "estimate_ms",
+    "captions_per_s", "bound"}`` for one caption on ``device`` (default the
+    Nano in FP16). ``bound`` names the largest term."""
+    device = device or NANO_FP16
+    compute_ms = float(flops) / (device["peak_gflops"] * 1e9) * 1e3
+    memory_ms = float(weight_bytes) / (device["bandwidth_gbs"] * 1e9) * 1e3
+    launch_ms = int(kernels) * device["launch_us"] / 1e3
+    roofline_ms = max(compute_ms, memory_ms)
+    total = roofline_ms + launch_ms
+    terms = {"compute": compute_ms, "memory": memory_ms, "launch": launch_ms}
+    return {"compute_ms": compute_ms, "memory_ms": memory_ms, "launch_ms": launch_ms,
+            "kernels": int(kernels), "roofline_ms": roofline_ms, "estimate_ms": total,
+            "captions_per_s": 1e3 / total if total > 0 else None,
+            "bound": max(terms, key=terms.get)}
+
+
+def nano_rows(model_cost, operators, device=None):
+    """Estimates for greedy (one graph) and beam (step-wise) captions from the
+    benchmark's ``model`` cost and ``operators`` summaries; ``[]`` when either
+    lacks what is needed (no torch or onnx on this machine)."""
+    flops = (model_cost or {}).get("flops_per_caption") or {}
+    fp16 = ((model_cost or {}).get("weight_bytes_per_caption") or {}).get("fp16") or {}
+    kernels = (operators or {}).get("kernels_per_caption") or {}
+    rows = []
+    for decode in ("greedy", "beam"):
+        if flops.get(decode) and fp16.get(decode) and kernels.get(decode):
+            row = estimate(flops[decode], fp16[decode], kernels[decode], device)
+            row.update(decode=decode, device=(device or NANO_FP16)["name"])
+            rows.append(row)
+    return rows
