@@ -15,7 +15,7 @@ pytest.importorskip("onnx")
 from edge.search import trim_tokens  # noqa: E402
 from edge.vocab import SPECIALS, Vocabulary  # noqa: E402
 from train.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from train.decoding import beam_search, decode_batch, greedy_search  # noqa: E402
+from train.decoding import beam_search, greedy_search  # noqa: E402
 from train.model import Captioner, ModelConfig  # noqa: E402
 
 WORDS = ["a", "red", "blue", "green", "circle", "square", "triangle", "and"]
@@ -197,17 +197,19 @@ def test_attention_maps_replay_the_step(att_checkpoint):
     from train.attention import attention_maps
     model, vocab, _ = load_checkpoint(att_checkpoint)
     images = torch.from_numpy(_images(2, seed=1))
-    tokens = decode_batch(model, vocab, images)
-    maps = attention_maps(model, images, tokens[:, :3], vocab.start_id)
-    assert maps.shape == (2, 3, 2, 2)
+    tokens = torch.tensor([[5, 6, 7, 3], [9, 4, 8, 3]])
+    maps = attention_maps(model, images, tokens, vocab.start_id)
+    assert maps.shape == (2, 4, 2, 2)
     with torch.no_grad():
         state, memory = model.start(images)
-        _, state, alpha = model.step(torch.full((2,), vocab.start_id), state, *memory,
-                                     return_attention=True)
-        _, _, alpha2 = model.step(tokens[:, 0], state, *memory, return_attention=True)
-    assert torch.allclose(maps[:, 0].reshape(2, 4), alpha)
-    assert torch.allclose(maps[:, 1].reshape(2, 4), alpha2)
-    assert not torch.allclose(alpha, alpha2)
+        fed = torch.cat([torch.full((2, 1), vocab.start_id), tokens[:, :3]], dim=1)
+        alphas = []
+        for t in range(4):
+            _, state, alpha = model.step(fed[:, t], state, *memory, return_attention=True)
+            alphas.append(alpha)
+    for t in range(4):  # map t comes from the state after tokens < t
+        assert torch.allclose(maps[:, t].reshape(2, 4), alphas[t]), t
+    assert not torch.allclose(alphas[0], alphas[2])
 
 
 def test_fit_decoder_att_trains_and_flags(tmp_path, capsys):
