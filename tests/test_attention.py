@@ -265,3 +265,23 @@ def test_same_tokens_under_onnxruntime_1_10_on_python36(att_bundle, tmp_path):
         now = ort.InferenceSession(os.path.join(att_bundle, graph + ".onnx"),
                                    providers=["CPUExecutionProvider"]).run(None, {"image": images})[0]
         np.testing.assert_array_equal(np.load(str(tmp_path / ("t36-%s.npy" % graph))), now)
+
+
+def test_lstm_att_caption_graph_equals_pytorch(tmp_path):
+    """The LSTM variant through the one-graph greedy export (the GRU one above)."""
+    from export.floor import floor_problems
+    from export.graphs import build_graph, example_inputs
+    from export.onnx_export import export_graph
+    model = _model("lstm")
+    vocab = Vocabulary(list(SPECIALS) + WORDS)
+    path = str(tmp_path / "caption.onnx")
+    export_graph(build_graph("caption", model, vocab, 7), example_inputs("caption", model), path,
+                 "caption")
+    images = _images(4, seed=3)
+    with torch.no_grad():
+        state, memory = model.start(torch.from_numpy(images))
+    want, _ = greedy_search(model.step, state, vocab.start_id, vocab.end_id, 7, memory=memory)
+    got = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(
+        None, {"image": images})[0]
+    np.testing.assert_array_equal(got, want.numpy())
+    assert floor_problems(path) == []
