@@ -212,7 +212,7 @@ def test_attention_maps_replay_the_step(att_checkpoint):
     assert not torch.allclose(alphas[0], alphas[2])
 
 
-def test_fit_decoder_att_trains_and_flags(tmp_path, capsys):
+def test_fit_decoder_att_trains_then_scst_and_flags(tmp_path, capsys):
     from train.__main__ import main as train_main
     from train.synth import write_dataset
     data = str(tmp_path / "synth")
@@ -221,11 +221,13 @@ def test_fit_decoder_att_trains_and_flags(tmp_path, capsys):
     common = ["fit", "--data", os.path.join(data, "dataset.json"), "--weights", "none",
               "--image-size", "64", "--hidden", "32", "--embed", "16", "--epochs", "1",
               "--no-progress", "--min-count", "1", "--max-len", "12"]
-    assert train_main(common + ["--out", run, "--decoder", "att", "--att-reg", "1.0"]) == 0
+    assert train_main(common + ["--out", run, "--decoder", "att", "--att-reg", "1.0",
+                                "--scst-epochs", "1"]) == 0
     model, _, _ = load_checkpoint(os.path.join(run, "last.pt"))
     assert model.config.decoder == "att"
     entries = [json.loads(line) for line in open(os.path.join(run, "log.jsonl"))]
-    assert np.isfinite(entries[-1]["train_loss"])
+    assert [e["phase"] for e in entries] == ["joint", "scst"]
+    assert all(np.isfinite(e["train_loss"]) for e in entries)
     capsys.readouterr()
     for extra in (["--decoder", "att", "--freeze-encoder"], ["--att-reg", "0.5"]):
         assert train_main(common + ["--out", str(tmp_path / "bad")] + extra) != 0
