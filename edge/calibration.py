@@ -42,7 +42,8 @@ def calibration_feeds(graph, bundle_dir, images, max_len, start_id, batch=8, dro
     """Feed dicts (input name -> array) for calibrating ``graph``.
 
     caption/encoder: ``{"image": uint8 [b,H,W,3]}`` batches of ``images``.
-    decoder_step: the ``{"token": int32 [b], "state": float32 [b,S]}`` pairs met
+    decoder_step: the ``{"token": int32 [b], "state": float32 [b,S]}`` pairs (plus
+    the encoder's memory outputs, e.g. the att decoder's keys/values) met
     while greedily decoding those images with the bundle's fp32 ``encoder.onnx``
     and ``decoder_step.onnx`` (ONNX Runtime, CPU). ``drop_last`` drops a short
     final batch (TensorRT calibrates with one fixed batch size)."""
@@ -54,12 +55,15 @@ def calibration_feeds(graph, bundle_dir, images, max_len, start_id, batch=8, dro
     opts = {"providers": ["CPUExecutionProvider"]}
     enc = ort.InferenceSession(os.path.join(bundle_dir, "encoder.onnx"), **opts)
     step = ort.InferenceSession(os.path.join(bundle_dir, "decoder_step.onnx"), **opts)
+    memory_names = [o.name for o in enc.get_outputs()][1:]  # att: keys, values
     feeds = []
     for frames in batches:
-        state = enc.run(None, {"image": frames})[0]
+        outputs = enc.run(None, {"image": frames})
+        state, memory = outputs[0], dict(zip(memory_names, outputs[1:]))
         token = np.full((len(frames),), start_id, dtype=np.int32)
         for _ in range(max_len):
-            feeds.append({"token": token, "state": state})
-            logprobs, state = step.run(None, {"token": token, "state": state})
+            feed = dict(memory, token=token, state=state)
+            feeds.append(feed)
+            logprobs, state = step.run(None, feed)
             token = logprobs.argmax(axis=1).astype(np.int32)
     return feeds

@@ -154,18 +154,20 @@ def verify_model(model, vocab, bundle_dir, frames, precisions=None, batch=16,
                            % (bundle_dir, checkpoint))
 
     def torch_caption(x):
-        state = model.init_state(model.encode(torch.from_numpy(x)))
-        t, s = greedy_search(model.step, state, vocab.start_id, vocab.end_id, bundle.max_len)
+        state, memory = model.start(torch.from_numpy(x))
+        t, s = greedy_search(model.step, state, vocab.start_id, vocab.end_id, bundle.max_len,
+                             memory=memory)
         return t.numpy(), s.numpy()
 
     def torch_state(x):
         with torch.no_grad():
-            return (model.init_state(model.encode(torch.from_numpy(x))).numpy(),)
+            return (model.start(torch.from_numpy(x))[0].numpy(),)
 
     def torch_beam(x):
-        state = model.init_state(model.encode(torch.from_numpy(x)))
+        state, memory = model.start(torch.from_numpy(x))
         t, _ = beam_search(model.step, state, vocab.start_id, vocab.end_id, bundle.max_len,
-                           bundle.meta["beam"]["size"], bundle.meta["beam"]["length_norm"])
+                           bundle.meta["beam"]["size"], bundle.meta["beam"]["length_norm"],
+                           memory=memory)
         return (t.numpy(),)
 
     with torch.no_grad():

@@ -1,6 +1,7 @@
 """``python -m train caption (--checkpoint CKPT | --bundle DIR) IMAGE... [--beam K]``
 
-Prints ``path<TAB>caption`` per image. A directory argument captions every
+Prints ``path<TAB>caption`` per image (``--attention OUT_DIR``: also the
+Show-Attend-Tell picture of each, for an ``att`` checkpoint). A directory argument captions every
 image directly inside it. An unreadable file gets one line on stderr, the
 others are still captioned, and the exit status is non-zero at the end.
 
@@ -93,15 +94,41 @@ def add_arguments(parser):
     parser.add_argument("images", nargs="+", metavar="IMAGE",
                         help="image files or directories of images")
     add_model_arguments(parser)
+    parser.add_argument("--attention", metavar="OUT_DIR",
+                        help="also write each image's Show-Attend-Tell picture (the caption "
+                             "word by word over its attention maps) to OUT_DIR "
+                             "(--checkpoint of a --decoder att model)")
+
+
+def attention_pictures(captioner, files, out_dir):
+    """``--attention OUT_DIR``: one picture per readable file (``train.attention``)."""
+    from train.attention import write_attention_figures
+    readable, frames = [], []
+    for path in files:
+        try:
+            frames.append(read_image(path))
+            readable.append(path)
+        except NanocapError:
+            pass  # already reported by caption_files
+    return write_attention_figures(captioner, readable, frames, out_dir)
 
 
 def run(args):
     files, problems = expand_paths(args.images)
     for line in problems:
         sys.stderr.write("skipped: %s\n" % line)
+    if args.attention and not args.checkpoint:
+        raise NanocapError("--attention needs --checkpoint (an att model run in PyTorch); "
+                           "a bundle's graphs do not output attention weights")
     captioner = open_captioner(args)
     try:
+        if args.attention:
+            from train.attention import require_attention
+            require_attention(captioner.model, args.checkpoint)
         failed = caption_files(captioner, files, args.batch_size, sys.stdout, sys.stderr)
+        if args.attention:
+            written = attention_pictures(captioner, files, args.attention)
+            sys.stderr.write("%d attention picture(s) in %s\n" % (len(written), args.attention))
     finally:
         captioner.close()
     failed += len(problems)

@@ -45,6 +45,10 @@ def add_arguments(parser):
       help="torchvision model (%s, ...)" % ", ".join(BACKBONES))
     a("--weights", default="imagenet", choices=("imagenet", "none"), help="backbone init")
     a("--rnn", default="gru", choices=("gru", "lstm"))
+    a("--decoder", default="fc", choices=("fc", "att"),
+      help="fc: pooled features set the state; att: soft attention over the feature map")
+    a("--att-reg", type=float, default=0.0, metavar="LAMBDA",
+      help="doubly stochastic attention regulariser weight (--decoder att; default 0)")
     a("--hidden", type=int, default=512, help="RNN state size")
     a("--embed", type=int, default=256, help="word embedding size")
     a("--image-size", type=int, default=224, help="square input side in pixels")
@@ -106,7 +110,8 @@ def build_model(args, vocab, resume):
         return model
     config = ModelConfig(vocab_size=len(vocab), backbone=args.backbone, rnn=args.rnn,
                          embed=args.embed, hidden=args.hidden, image_size=args.image_size,
-                         max_len=args.max_len, dropout=args.dropout, bn_momentum=args.bn_momentum)
+                         max_len=args.max_len, dropout=args.dropout, bn_momentum=args.bn_momentum,
+                         decoder=args.decoder)
     return Captioner(config, weights=args.weights)
 
 
@@ -193,8 +198,9 @@ def evaluate(model, inputs, records, vocab, device, batch_size=64):
         batches = ((list(range(s, min(s + batch_size, len(inputs)))),
                     inputs[s:s + batch_size].to(device)) for s in range(0, len(inputs), batch_size))
     for indices, features in batches:
-        tokens, _ = greedy_search(model.step, model.init_state(features.float()), vocab.start_id,
-                                  vocab.end_id, model.config.max_len)
+        state, memory = model.init_decoder(features.float())
+        tokens, _ = greedy_search(model.step, state, vocab.start_id, vocab.end_id,
+                                  model.config.max_len, memory=memory)
         for i, row in zip(indices, tokens.tolist()):
             hyps[i] = vocab.decode(row)
     model.train()
@@ -216,8 +222,21 @@ def make_loader(dataset, args, ctx, lazy):
                       drop_last=lone_last)
 
 
+def check_decoder_args(args):
+    """``--decoder``/``--att-reg`` combinations: one clear line for the ones that cannot run."""
+    decoder, reg = getattr(args, "decoder", "fc"), getattr(args, "att_reg", 0.0)
+    if reg < 0:
+        raise NanocapError("--att-reg must be 0 or more, not %s" % reg)
+    if reg and decoder != "att":
+        raise NanocapError("--att-reg applies to --decoder att only")
+    if decoder == "att" and args.freeze_encoder:
+        raise NanocapError("--freeze-encoder caches pooled features [N, F]; --decoder att needs "
+                           "the region features: train it jointly (no --freeze-encoder)")
+
+
 def fit(args, ctx):
     log = print if ctx.main else (lambda *a, **k: None)
+    check_decoder_args(args)
     torch.manual_seed(args.seed)
     started = time.time()
     deadline = started + args.minutes * 60 if args.minutes else None
@@ -315,6 +334,8 @@ def train_one_epoch(step_module, loader, optimizer, scaler, params, schedule, st
             logits = step_module(batch["inputs"].to(ctx.device), tokens[:, :-1],
                                  batch["owner"].to(ctx.device))
             loss = caption_loss(logits, tokens[:, 1:], args.label_smoothing)
+            if getattr(args, "att_reg", 0.0):
+                loss = loss + args.att_reg * getattr(step_module, "module", step_module).model.attention_penalty
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)

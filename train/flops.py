@@ -2,9 +2,12 @@
 
 FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` on the real
 modules (convolutions, matmuls; a multiply-add is 2 FLOPs, MACs = FLOPs / 2).
-One caption = one encoder pass + ``init_state`` + ``T`` decoder steps, where T
+One caption = one encoder pass + ``init_decoder`` + ``T`` decoder steps, where T
 is the bundle's ``max_len`` (the one-graph greedy decode always runs T steps).
 Beam search runs each step on K hypotheses, so it costs encoder + T * K steps.
+The ``att`` decoder's price shows in both: ``init_decoder`` projects the R
+regions into keys and gate values once; each step adds the query Gemm, the
+R x A score and the R x G*H context MatMuls (its memory reads are activations).
 Weights do not change the count, so a bundle's model config alone suffices.
 
 Bytes of weights read per caption (``weight_bytes``), per precision: every
@@ -35,7 +38,8 @@ PRECISION_BYTES = {"fp32": 4, "fp16": 2, "int8": 4}
 def _encoder_bytes(model, precision):
     """Bytes of the encoder's weights (backbone + initial-state projection)."""
     total = 0
-    for module in [model.backbone, model.init_state_proj]:
+    for module in [model.backbone, model.init_state_proj] + (
+            [model.att_key] if hasattr(model, "att_key") else []):  # att: keys once per image
         for sub in module.modules():
             for name, param in sub.named_parameters(recurse=False):
                 size = PRECISION_BYTES[precision]
@@ -53,11 +57,13 @@ def weight_bytes(model, beam_size=3, max_len=None):
     with torch.no_grad():
         folded = model.folded_weights()
     gates = folded["table"].shape[1]                               # G * H
-    shared = sum(t.numel() for k, t in folded.items() if k != "table")
+    once = ("table", "w_ctx")  # att: w_ctx makes the values once per image (init_decoder)
+    shared = sum(t.numel() for k, t in folded.items() if k not in once)
+    values = folded["w_ctx"].numel() if "w_ctx" in folded else 0
     out = {}
     for precision, size in PRECISION_BYTES.items():
         size = 4 if precision == "int8" else size                  # decoder stays float
-        encoder = _encoder_bytes(model, precision)
+        encoder = _encoder_bytes(model, precision) + values * size
         step = lambda rows: (shared + rows * gates) * size      # noqa: E731
         out[precision] = {"encoder": encoder, "step": step(1),
                           "greedy": encoder + steps * step(1),
@@ -78,13 +84,18 @@ def model_cost(model, max_len=None, beam_size=3):
         model.folded_weights()
     encoder = _count(lambda: model.start(image))
 
-    def step_cost(n):
+    with torch.no_grad():
+        _, memory = model.start(image)
+
+    def step_cost(n):  # the att decoder's memory (regions' keys, values) repeated per row
         state = torch.zeros((n, model.state_dim))
-        return _count(lambda: model.step(torch.ones(n, dtype=torch.long), state))
+        rows = tuple(m.expand(n, *m.shape[1:]) for m in memory)
+        return _count(lambda: model.step(torch.ones(n, dtype=torch.long), state, *rows))
 
     step1, stepk = step_cost(1), step_cost(int(beam_size))
     greedy = encoder + steps * step1
-    return {"name": "%s + %s-%d" % (config.backbone, config.rnn.upper(), config.hidden),
+    return {"name": "%s + %s%s-%d" % (config.backbone, "att-" if config.decoder == "att" else "",
+                                       config.rnn.upper(), config.hidden),
             "params": int(sum(p.numel() for p in model.parameters())),
             "image_size": size, "vocab_size": int(config.vocab_size),
             "max_len": steps, "beam_size": int(beam_size),

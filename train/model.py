@@ -45,6 +45,7 @@ class ModelConfig:
     max_len: int = 20
     dropout: float = 0.2
     bn_momentum: float = 0.1
+    decoder: str = "fc"  # "fc" (pooled features set the state) or "att" (train.attention)
 
     def to_dict(self):
         return asdict(self)
@@ -103,13 +104,27 @@ class Preprocess(nn.Module):
         return (x - self.mean) / self.std
 
 
+DECODERS = ("fc", "att")
+
+
 class Captioner(nn.Module):
-    """MobileNet (or other torchvision backbone) + GRU/LSTM captioner."""
+    """MobileNet (or other torchvision backbone) + GRU/LSTM captioner.
+
+    ``Captioner(config)`` with ``config.decoder == "att"`` builds the attention
+    decoder (``train.attention.AttentionCaptioner``, a subclass)."""
+
+    def __new__(cls, config=None, *args, **kwargs):
+        if cls is Captioner and getattr(config, "decoder", "fc") == "att":
+            from train.attention import AttentionCaptioner
+            cls = AttentionCaptioner
+        return super().__new__(cls)
 
     def __init__(self, config, weights="none"):
         super().__init__()
         if config.rnn not in ("gru", "lstm"):
             raise NanocapError("--rnn must be gru or lstm, not %r" % config.rnn)
+        if config.decoder not in DECODERS:
+            raise NanocapError("--decoder must be fc or att, not %r" % config.decoder)
         self.config = config
         self.preprocess = Preprocess()
         self.backbone, self.feature_dim = build_backbone(config.backbone, weights)
@@ -180,8 +195,7 @@ class Captioner(nn.Module):
 
         Cached while the parameters are unchanged (keyed on their version
         counters); recomputed, not cached, when autograd needs them."""
-        params = (self.embed.weight, self.rnn.weight_ih_l0, self.rnn.bias_ih_l0,
-                  self.rnn.weight_hh_l0, self.rnn.bias_hh_l0, self.out.weight, self.out.bias)
+        params = self.fold_params()
         live = torch.is_grad_enabled() and any(p.requires_grad for p in params)
         key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
         cached = getattr(self, "_folded", None)
@@ -194,6 +208,11 @@ class Captioner(nn.Module):
             self._folded = (key, folded)
         return folded
 
+    def fold_params(self):
+        """The parameters ``folded_weights`` derives from (``_fold``'s arguments)."""
+        return (self.embed.weight, self.rnn.weight_ih_l0, self.rnn.bias_ih_l0,
+                self.rnn.weight_hh_l0, self.rnn.bias_hh_l0, self.out.weight, self.out.bias)
+
     def _fold(self, embed, w_ih, b_ih, w_hh, b_hh, w_out, b_out):
         H = self.config.hidden
         table = embed @ w_ih.t() + b_ih                                     # [V, G*H]
@@ -202,11 +221,18 @@ class Captioner(nn.Module):
             return {"table": table.contiguous(), "w_gates": w_hh[:2 * H].t().contiguous(),
                     "w_new": w_hh[2 * H:].t().contiguous(), "b_new": b_hh[2 * H:].contiguous(),
                     "w_out": w_out.t().contiguous(), "b_out": b_out}
-        order = torch.cat([torch.arange(0, 2 * H), torch.arange(3 * H, 4 * H),
-                           torch.arange(2 * H, 3 * H)]).to(embed.device)  # i f g o -> i f o g
+        order = self.gate_order().to(embed.device)
         table = (table + b_hh).index_select(1, order)
         return {"table": table.contiguous(), "w_gates": w_hh.index_select(0, order).t().contiguous(),
                 "w_out": w_out.t().contiguous(), "b_out": b_out}
+
+    def gate_order(self):
+        """Column order of the folded gates (LSTM: i f g o -> i f o g); None for GRU."""
+        if self.config.rnn == "gru":
+            return None
+        H = self.config.hidden
+        return torch.cat([torch.arange(0, 2 * H), torch.arange(3 * H, 4 * H),
+                          torch.arange(2 * H, 3 * H)])
 
     def step_logits(self, tokens, state, *memory):
         """One decoding step: tokens ``int [N]`` (int32 or int64), state ``[N,S]``,
@@ -216,8 +242,14 @@ class Captioner(nn.Module):
         Sigmoid, Split, Gemm (n), Mul, Add, Tanh, Sub, Mul, Add, Gemm (vocabulary); plain
         ONNX ops that TensorRT 8.2 imports. ``fc`` ignores ``memory``."""
         w = self.folded_weights()
+        h, new_state = self.cell(w, w["table"].index_select(0, tokens), state)
+        return torch.addmm(w["b_out"], h, w["w_out"]), new_state
+
+    def cell(self, w, gi, state):
+        """The recurrent update on folded weights ``w``: input-gate pre-activations
+        ``gi [N, G*H]`` (a gathered ``table`` row, plus any context) and ``state
+        [N,S]`` -> ``(h [N,H], new state [N,S])``."""
         H = self.config.hidden
-        gi = w["table"].index_select(0, tokens)                             # [N, G*H]
         if self.config.rnn == "gru":
             gi_rz, gi_n = gi.split([2 * H, H], 1)
             r, z = torch.sigmoid(torch.addmm(gi_rz, state, w["w_gates"])).split(H, 1)
@@ -231,7 +263,7 @@ class Captioner(nn.Module):
             c = f * c + i * torch.tanh(gates[:, 3 * H:])
             h = o * torch.tanh(c)
             new_state = torch.cat([h, c], dim=1)
-        return torch.addmm(w["b_out"], h, w["w_out"]), new_state
+        return h, new_state
 
     def step(self, tokens, state, *memory):
         """One decoding step: tokens ``int [N]``, state ``[N,S]``, memory ->

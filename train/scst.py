@@ -53,9 +53,9 @@ def phases(args):
 
 
 def decoder_start(model, features):
-    """``(state [N, S], memory tuple)`` the decoding steps start from: the one
-    place that knows the encoder-side interface (today's ``fc``: no memory)."""
-    return model.init_state(features), ()
+    """``(state [N, S], memory tuple)`` the decoding steps start from
+    (``Captioner.init_decoder``: no memory for ``fc``)."""
+    return model.init_decoder(features)
 
 
 def bound_step(model, memory):
