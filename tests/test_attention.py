@@ -17,9 +17,10 @@ from edge.vocab import SPECIALS, Vocabulary  # noqa: E402
 from train.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from train.decoding import beam_search, greedy_search  # noqa: E402
 from train.model import Captioner, ModelConfig  # noqa: E402
+from tests.conftest import needs_py36  # noqa: E402
+from tests.test_export import run_on_py36  # noqa: E402
 
 WORDS = ["a", "red", "blue", "green", "circle", "square", "triangle", "and"]
-VENV36 = os.environ.get("NANOCAP_PY36", "/work/venv36/bin/python")
 
 
 def _images(n, size=64, seed=0):
@@ -247,26 +248,14 @@ def test_flops_report_the_price_of_attention():
     assert att_bytes["step"] > fc_bytes["step"] and att_bytes["encoder"] > fc_bytes["encoder"]
 
 
-@pytest.mark.skipif(not os.path.exists(VENV36), reason="no Python 3.6 venv with onnxruntime 1.10")
+@needs_py36
 def test_same_tokens_under_onnxruntime_1_10_on_python36(att_bundle, tmp_path):
-    import subprocess
     images = _images(4, seed=3)
-    script = ("import sys, numpy as np, onnxruntime as ort\n"
-              "assert sys.version_info[:2] == (3, 6), sys.version\n"
-              "assert ort.__version__.startswith('1.10'), ort.__version__\n"
-              "for g in ('caption', 'caption_beam'):\n"
-              "    s = ort.InferenceSession(sys.argv[1] + '/' + g + '.onnx',"
-              " providers=['CPUExecutionProvider'])\n"
-              "    np.save(sys.argv[3] + g + '.npy', s.run(None, {'image': np.load(sys.argv[2])})[0])\n")
-    np.save(str(tmp_path / "images.npy"), images)
-    proc = subprocess.run([VENV36, "-c", script, att_bundle, str(tmp_path / "images.npy"),
-                           str(tmp_path / "t36-")], stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
     for graph in ("caption", "caption_beam"):
-        now = ort.InferenceSession(os.path.join(att_bundle, graph + ".onnx"),
-                                   providers=["CPUExecutionProvider"]).run(None, {"image": images})[0]
-        np.testing.assert_array_equal(np.load(str(tmp_path / ("t36-%s.npy" % graph))), now)
+        path = os.path.join(att_bundle, graph + ".onnx")
+        now = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(
+            None, {"image": images})[0]
+        np.testing.assert_array_equal(run_on_py36(path, images, tmp_path), now)
 
 
 def test_lstm_att_caption_graph_equals_pytorch(tmp_path):
