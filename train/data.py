@@ -181,15 +181,21 @@ def image_batches(source, batch_size):
 
 @torch.no_grad()
 def compute_features(model, source, batch_size=64, device="cpu"):
-    """Encoder features ``float32 [N, F]`` of every image (zeros for unreadable
-    ones) and a bool mask ``[N]`` of the readable ones. Model in eval mode."""
+    """Encoder features ``float32 [N, ...]`` of every image (``[N, F]`` pooled for
+    ``fc``, ``[N, R, F]`` regions for ``att``; zeros for unreadable ones) and a
+    bool mask ``[N]`` of the readable ones. Model in eval mode."""
     was_training = model.training
     model.eval()
-    features = torch.zeros(len(source), model.feature_dim)
+    features = None
     ok = torch.zeros(len(source), dtype=torch.bool)
     for indices, images in image_batches(source, batch_size):
-        features[indices] = model.encode(images.to(device)).float().cpu()
+        batch = model.encode(images.to(device)).float().cpu()
+        if features is None:
+            features = torch.zeros((len(source),) + tuple(batch.shape[1:]))
+        features[indices] = batch
         ok[indices] = True
+    if features is None:  # no readable image at all
+        features = torch.zeros(len(source), model.feature_dim)
     model.train(was_training)
     return features, ok
 

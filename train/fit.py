@@ -229,9 +229,6 @@ def check_decoder_args(args):
         raise NanocapError("--att-reg must be 0 or more, not %s" % reg)
     if reg and decoder != "att":
         raise NanocapError("--att-reg applies to --decoder att only")
-    if decoder == "att" and args.freeze_encoder:
-        raise NanocapError("--freeze-encoder caches pooled features [N, F]; --decoder att needs "
-                           "the region features: train it jointly (no --freeze-encoder)")
 
 
 def fit(args, ctx):
