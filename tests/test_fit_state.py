@@ -84,6 +84,9 @@ def test_other_config_or_dataset_is_refused_unless_restart(shapes, tmp_path, cap
     assert main(base + wider) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--hidden 32, not 48" in err[0] and "--restart" in err[0], err
+    assert main(base + TINY + ["--decoder", "att"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--decoder fc, not att" in err[0], err
     other = write_dataset(str(tmp_path / "other"), 40, size=64, seed=1)
     assert main(["fit", "--data", other, "--out", run, "--epochs", "1"] + TINY) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -222,18 +222,8 @@ def make_loader(dataset, args, ctx, lazy):
                       drop_last=lone_last)
 
 
-def check_decoder_args(args):
-    """``--decoder``/``--att-reg`` combinations: one clear line for the ones that cannot run."""
-    decoder, reg = getattr(args, "decoder", "fc"), getattr(args, "att_reg", 0.0)
-    if reg < 0:
-        raise NanocapError("--att-reg must be 0 or more, not %s" % reg)
-    if reg and decoder != "att":
-        raise NanocapError("--att-reg applies to --decoder att only")
-
-
 def fit(args, ctx):
     log = print if ctx.main else (lambda *a, **k: None)
-    check_decoder_args(args)
     torch.manual_seed(args.seed)
     started = time.time()
     deadline = started + args.minutes * 60 if args.minutes else None

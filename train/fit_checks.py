@@ -30,13 +30,24 @@ def check_arguments(args):
                                % (flag, "above" if exclusive else "at least", low, value))
         if name in BELOW_ONE and value >= 1:
             raise NanocapError("%s must be below 1, not %s" % (flag, value))
+    check_decoder_args(args)
+
+
+def check_decoder_args(args):
+    """``--decoder``/``--att-reg`` combinations: one clear line for the ones that cannot run."""
+    decoder, reg = getattr(args, "decoder", "fc"), getattr(args, "att_reg", 0.0)
+    if reg < 0:
+        raise NanocapError("--att-reg must be 0 or more, not %s" % reg)
+    if reg and decoder != "att":
+        raise NanocapError("--att-reg applies to --decoder att only")
 
 
 RUN_FILES = ("last.pt", "best.pt", "log.jsonl")
 # ModelConfig fields set by flags: a resumed run must be asked for with the same ones.
 CONFIG_FLAGS = (("backbone", "--backbone"), ("rnn", "--rnn"), ("hidden", "--hidden"),
                 ("embed", "--embed"), ("image_size", "--image-size"), ("max_len", "--max-len"),
-                ("dropout", "--dropout"), ("bn_momentum", "--bn-momentum"))
+                ("dropout", "--dropout"), ("bn_momentum", "--bn-momentum"),
+                ("decoder", "--decoder"))
 
 
 def data_digest(records):
