@@ -194,7 +194,7 @@ class WebView(object):
 
     def status(self):
         """The ``/status.json`` dict."""
-        data = dict(self.status_source() if self.status_source else {})
+        data = dict(self.status_source() if self.status_source else {"state": "starting"})
         with self.cond:
             data.update({"uptime_s": round(time.time() - self.started, 1),
                          "clients": self.clients, "jpeg_encoded": self.encoded,

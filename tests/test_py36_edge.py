@@ -74,8 +74,8 @@ def test_web_view_gate_and_recorder_on_py36(tiny_bundle, real_data, edge_only):
     run = LiveRun(tiny_bundle, edge_only, ["--realtime", "--log", "web.jsonl"],
                   source="web.avi", python=PY36, path=edge_only, outputs=["rec.mp4"])
     try:
+        frames = read_mjpeg_frames(run.port, 2)  # the loop runs: its status is in
         status = json.loads(run.get("/status.json")[2].decode("utf-8"))
-        frames = read_mjpeg_frames(run.port, 2)
         assert run.get("/snapshot.jpg")[0] == 200 and run.get("/x")[0] == 404
     finally:
         seconds, summary, err = run.stop()
