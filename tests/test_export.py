@@ -36,7 +36,7 @@ def torch_greedy(model, images, vocab, max_len):
 
 def write_images(directory, n=24, seed=1):
     """``n`` small synthetic JPEG photos (a coloured disc on a plain background) in
-    ``directory``: calibration / verification images without ../shared data."""
+    ``directory``: calibration / verification images made here (no shared data folder needed)."""
     import cv2
     os.makedirs(directory, exist_ok=True)
     rs = np.random.RandomState(seed)
