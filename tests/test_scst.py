@@ -12,7 +12,7 @@ from train.__main__ import main
 from train.checkpoint import load_checkpoint
 from train.decoding import greedy_search, sample_search
 from train.model import Captioner, ModelConfig
-from train.scst import Reward, bound_step, decoder_start, mean_baseline, scst_batch, scst_loss
+from train.scst import Reward, mean_baseline, scst_batch, scst_loss
 from train.synth import write_dataset
 
 TINY = ["--weights", "none", "--image-size", "64", "--hidden", "32", "--embed", "16",
@@ -35,10 +35,10 @@ def test_sampled_logprobs_are_the_models_and_pads_follow_end():
     model, vocab = _model()
     with torch.no_grad():
         features = model.encode(_images(6))
-    state, memory = decoder_start(model, features)
+    state, memory = model.init_decoder(features)
     torch.manual_seed(1)
-    tokens, logprobs, mask = sample_search(bound_step(model, memory), state, vocab.start_id,
-                                           vocab.end_id, 8)
+    tokens, logprobs, mask = sample_search(model.step, state, vocab.start_id, vocab.end_id, 8,
+                                           memory=memory)
     assert tokens.shape == logprobs.shape == mask.shape == (6, 8) and logprobs.requires_grad
     for row, keep in zip(tokens.tolist(), mask.tolist()):
         ends = [t for t, tok in enumerate(row) if tok == vocab.end_id]
@@ -55,9 +55,9 @@ def test_sampled_logprobs_are_the_models_and_pads_follow_end():
     forced = torch.where(mask, forced.gather(2, tokens.unsqueeze(2)).squeeze(2), torch.zeros(()))
     assert torch.allclose(forced, logprobs, atol=1e-5)
     # a near-zero temperature samples the greedy caption
-    cold, _, _ = sample_search(bound_step(model, memory), state, vocab.start_id, vocab.end_id, 8,
-                               temperature=1e-4)
-    greedy, _ = greedy_search(bound_step(model, memory), state, vocab.start_id, vocab.end_id, 8)
+    cold, _, _ = sample_search(model.step, state, vocab.start_id, vocab.end_id, 8,
+                               temperature=1e-4, memory=memory)
+    greedy, _ = greedy_search(model.step, state, vocab.start_id, vocab.end_id, 8, memory=memory)
     assert torch.equal(cold, greedy)
 
 

@@ -116,12 +116,12 @@ def beam_search(step, state, start_id, end_id, max_len, beam_size=3,
     return history[torch.arange(n), best[:, 0]], best_score[:, 0]
 
 
-def sample_search(step, state, start_id, end_id, max_len, temperature=1.0, generator=None):
+def sample_search(step, state, start_id, end_id, max_len, temperature=1.0, generator=None,
+                  memory=()):
     """Draw one caption per row by multinomial sampling, keeping the graph for
     policy gradients (self-critical training, ``train.scst``).
 
-    ``step`` and ``state [N, S]`` as for ``greedy_search`` (bind any encoder
-    memory into ``step``). The policy is the step's distribution without
+    ``step``, ``state [N, S]`` and ``memory`` as for ``greedy_search``. The policy is the step's distribution without
     ``<pad>`` and ``<start>`` (never valid words), renormalised; tokens are drawn
     from it sharpened by ``temperature``, their log-probabilities are its own.
     Returns ``(tokens LongTensor [N, max_len], logprobs FloatTensor [N, max_len],
@@ -136,7 +136,7 @@ def sample_search(step, state, start_id, end_id, max_len, temperature=1.0, gener
     current = torch.full((n,), start_id, dtype=torch.long, device=state.device)
     done = torch.zeros(n, dtype=torch.bool, device=state.device)
     for t in range(max_len):
-        step_logprobs, state = step(current, state)
+        step_logprobs, state = step(current, state, *memory)
         step_logprobs = torch.log_softmax(step_logprobs.float().index_fill(
             1, torch.tensor([PAD_ID, start_id], device=state.device), float("-inf")), dim=1)
         with torch.no_grad():

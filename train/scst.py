@@ -52,22 +52,6 @@ def phases(args):
     return [("scst", args.scst_epochs, args.scst_lr)] if args.scst_epochs > 0 else []
 
 
-def decoder_start(model, features):
-    """``(state [N, S], memory tuple)`` the decoding steps start from
-    (``Captioner.init_decoder``: no memory for ``fc``)."""
-    return model.init_decoder(features)
-
-
-def bound_step(model, memory):
-    """``step(tokens, state)`` with the encoder memory bound (as the searches call it)."""
-    return lambda tokens, state: model.step(tokens, state, *memory)
-
-
-def repeat_rows(tensors, k):
-    """Each row of every tensor repeated ``k`` times in place (``[N,..] -> [N*k,..]``)."""
-    return tuple(t.repeat_interleave(k, dim=0) for t in tensors)
-
-
 def trim_ids(row, end_id):
     """Token ids up to and including ``<end>`` (``<start>`` dropped, ``<pad>`` gone)."""
     out = []
@@ -122,15 +106,15 @@ def scst_batch(model, images, image_ids, reward, vocab, k, baseline, max_len):
     ``stats = {"reward": mean sampled reward, "length": mean words, "greedy": mean greedy reward or None}``."""
     with torch.no_grad():
         features = model.encode(images)
-    state, memory = decoder_start(model, features)
-    sample_state, sample_memory = state.repeat_interleave(k, dim=0), repeat_rows(memory, k)
-    tokens, logprobs, mask = sample_search(bound_step(model, sample_memory), sample_state,
-                                           vocab.start_id, vocab.end_id, max_len)
+    state, memory = model.init_decoder(features)
+    tokens, logprobs, mask = sample_search(
+        model.step, state.repeat_interleave(k, dim=0), vocab.start_id, vocab.end_id, max_len,
+        memory=tuple(m.repeat_interleave(k, dim=0) for m in memory))  # k rows per image
     rewards = reward(tokens.cpu(), image_ids)
     greedy_mean = None
     if baseline == "greedy":
-        greedy, _ = greedy_search(bound_step(model, memory), state.detach(), vocab.start_id,
-                                  vocab.end_id, max_len)
+        greedy, _ = greedy_search(model.step, state.detach(), vocab.start_id, vocab.end_id,
+                                  max_len, memory=memory)
         greedy_rewards = reward(greedy.cpu(), image_ids)
         base = np.repeat(greedy_rewards, k)
         greedy_mean = float(greedy_rewards.mean())
