@@ -179,35 +179,35 @@ class LiveLoop(object):
                     sink.close()
         return self.summary(time.perf_counter() - start)
 
-    def status(self):
-        """Live figures for ``/status.json`` (read from the web server's threads)."""
-        elapsed = time.perf_counter() - self.start
-        fps = self.meter.fps
-        return {"display_fps": round(fps, 2) if fps else None, "frames": self.frames,
+    def _counts(self, elapsed):
+        """The figures ``status()`` and ``summary()`` share (``elapsed`` in seconds)."""
+        return {"frames": self.frames, "captions_computed": self.captioner.count,
                 "caption_fps": round(self.captioner.count / elapsed, 3) if elapsed > 0 else None,
                 "caption_latency_ms": latency_percentiles(list(self.captioner.latencies)),
                 "backend": self.backend.name, "providers": list(self.backend.providers),
-                "captions_computed": self.captioner.count, "captions_shown": self.hold.shown,
-                "gated_frames": self.gate.gated, "dropped_frames": self.grabber.dropped}
+                "captions_shown": self.hold.shown, "gated_frames": self.gate.gated,
+                "dropped_frames": self.grabber.dropped}
+
+    def status(self):
+        """Live figures for ``/status.json`` (read from the web server's threads)."""
+        data = self._counts(time.perf_counter() - self.start)
+        fps = self.meter.fps
+        data["display_fps"] = round(fps, 2) if fps else None
+        return data
 
     def summary(self, elapsed):
         recorders = [s for s in self.sinks if isinstance(s, Recorder)]
         span = (self.last_at - self.first_at) if self.frames > 1 else 0.0
-        return {"frames": self.frames,
-                "display_fps": round((self.frames - 1) / span, 3) if span > 0 else None,
-                "captions": self.captioner.count,
-                "caption_fps": round(self.captioner.count / elapsed, 3) if elapsed > 0 else None,
-                "caption_latency_ms": latency_percentiles(self.captioner.latencies),
-                "backend": self.backend.name, "providers": list(self.backend.providers),
-                "dropped_frames": self.grabber.dropped,
-                "precision": self.backend.precision, "decode": self.backend.decode,
-                "seconds": round(elapsed, 3), "ended": self.reason,
-                "captions_computed": self.captioner.count, "captions_shown": self.hold.shown,
-                "gated_frames": self.gate.gated,
-                "recorded_frames": sum(r.written for r in recorders),
-                "record_dropped": sum(r.dropped for r in recorders),
-                "error": self.grabber.error or next((r.error for r in recorders if r.error),
-                                                    None)}
+        data = self._counts(elapsed)
+        data.update({
+            "display_fps": round((self.frames - 1) / span, 3) if span > 0 else None,
+            "captions": self.captioner.count,
+            "precision": self.backend.precision, "decode": self.backend.decode,
+            "seconds": round(elapsed, 3), "ended": self.reason,
+            "recorded_frames": sum(r.written for r in recorders),
+            "record_dropped": sum(r.dropped for r in recorders),
+            "error": self.grabber.error or next((r.error for r in recorders if r.error), None)})
+        return data
 
 
 def run_live(source, backend, sinks=(), log=None, **options):

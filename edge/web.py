@@ -161,26 +161,17 @@ class WebView(object):
 
     def next_jpeg(self, after, timeout=1.0):
         """``(jpeg, seq)`` newer than ``after``, or ``(None, after)`` on timeout/closing."""
-        end = time.perf_counter() + timeout
         with self.cond:
-            while self.jpeg_seq <= after and not self.closing:
-                left = end - time.perf_counter()
-                if left <= 0:
-                    return None, after
-                self.cond.wait(left)
-            if self.closing:
+            fresh = self.cond.wait_for(lambda: self.jpeg_seq > after or self.closing, timeout)
+            if not fresh or self.closing:
                 return None, after
             return self.jpeg, self.jpeg_seq
 
     def next_captions(self, after, timeout=1.0):
         """``(records, count)``: captions added after the first ``after``, or [] on timeout."""
-        end = time.perf_counter() + timeout
         with self.cond:
-            while self.caption_count <= after and not self.closing:
-                left = end - time.perf_counter()
-                if left <= 0:
-                    return [], after
-                self.cond.wait(left)
+            if not self.cond.wait_for(lambda: self.caption_count > after or self.closing, timeout):
+                return [], after
             new = min(self.caption_count - after, len(self.captions))
             return list(self.captions)[len(self.captions) - new:], self.caption_count
 
