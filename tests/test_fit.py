@@ -174,3 +174,28 @@ def test_torchrun_two_processes(shapes, tmp_path):
     agree = [l for l in result.stdout.splitlines() if l.startswith("weights identical on 2 ranks")]
     assert agree == ["weights identical on 2 ranks (sha1 %s)" % parameters_digest(model)], \
         result.stdout[-2000:]
+
+
+def test_max_len_auto_is_the_longest_training_caption(shapes, capsys):
+    """The default ``--max-len`` (auto) unrolls one step per word of the longest
+    training caption plus ``<end>``, at most 20; a number is kept as given."""
+    import argparse
+
+    from edge.vocab import clean_caption
+    from train.datasets import by_split, load_dataset
+    from train.fit import add_arguments
+    from train.fit_checks import resolve_max_len
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--data", shapes, "--out", "x"])
+    train = by_split(load_dataset(shapes))["train"]
+    longest = max(len(clean_caption(c)) for r in train for c in r.captions)
+    assert longest + 1 < 20
+    assert resolve_max_len(args, train) == longest + 1 == args.max_len
+    assert "%d decoder steps" % (longest + 1) in capsys.readouterr().out
+    args = parser.parse_args(["--data", shapes, "--out", "x", "--max-len", "auto"])
+    train[0].captions.append(" ".join(["word"] * 30))
+    assert resolve_max_len(args, train) == 20
+    args = parser.parse_args(["--data", shapes, "--out", "x", "--max-len", "7"])
+    assert resolve_max_len(args, train) == 7

@@ -35,6 +35,7 @@ def one_line(capsys, text):
     ("--image-size", "8", "--image-size must be at least 32, not 8"),
     ("--dropout", "1.5", "--dropout must be below 1, not 1.5"),
     ("--minutes", "-1", "--minutes must be above 0.0, not -1.0"),
+    ("--max-len", "0", "--max-len must be at least 1, not 0"),
 ])
 def test_bad_numeric_flags_fail_before_any_loading(flag, value, message, tmp_path, capsys):
     # --data does not exist: a check made before loading answers about the flag

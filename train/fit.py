@@ -13,7 +13,6 @@ or time, whichever runs out first.
 """
 import contextlib
 import json
-import math
 import os
 import time
 
@@ -30,8 +29,10 @@ from train import distributed, scst
 from train.checkpoint import read_checkpoint, save_checkpoint
 from train.datasets import FORMATS, by_split, filter_existing, load_dataset
 from train.decoding import greedy_search
-from train.fit_checks import RUN_FILES, check_arguments, check_resume, data_digest
+from train.fit_checks import (AUTO_MAX_LEN, RUN_FILES, check_arguments, check_resume, data_digest,
+                              max_len_arg, resolve_max_len)
 from train.metrics import quick_scores
+from train.schedule import Schedule
 from train.model import BACKBONES, Captioner, ModelConfig
 
 
@@ -57,7 +58,9 @@ def add_arguments(parser):
     a("--batch-size", type=int, default=32, help="images per batch (each with its captions)")
     a("--lr", type=float, default=1e-3, help="peak Adam learning rate")
     a("--min-count", type=int, default=5, help="minimum word count for the vocabulary")
-    a("--max-len", type=int, default=20, help="maximum caption length (words + <end>)")
+    a("--max-len", type=max_len_arg, default=None, metavar="N|auto",
+      help="decoder steps = longest caption in words + <end> (default auto: the longest "
+           "training caption's, at most %d; the exported graph runs exactly this many)" % AUTO_MAX_LEN)
     a("--label-smoothing", type=float, default=0.0)
     a("--freeze-encoder", action="store_true", help="two-step: cache features, train decoder")
     a("--finetune-epochs", type=int, default=0, help="joint epochs after --freeze-encoder")
@@ -147,14 +150,6 @@ def caption_loss(logits, targets, smoothing):
                            ignore_index=0, label_smoothing=smoothing)
 
 
-def learning_rate(base, step, warmup, progress):
-    """Linear warm-up for ``warmup`` steps, then cosine to 2% of ``base`` at progress 1."""
-    if step < warmup:
-        return base * (step + 1) / warmup
-    floor = 0.02 * base
-    return floor + (base - floor) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
 def phases(args):
     """``[(name, epochs, lr)]`` of the run."""
     if not args.freeze_encoder:
@@ -240,6 +235,7 @@ def fit(args, ctx):
     last_path = os.path.join(args.out, "last.pt")
     resume = read_checkpoint(last_path) if os.path.isfile(last_path) else None
     splits = prepare_records(args, log)
+    resolve_max_len(args, splits["train"], log)
     if resume is not None:
         check_resume(args, resume, splits, last_path)
         vocab = Vocabulary.from_dict(resume["vocab"])
@@ -276,26 +272,6 @@ def fit(args, ctx):
         "%.4f" % state["best_score"] if state["best_score"] is not None else "n/a",
         os.path.join(args.out, "best.pt")))
     return 0
-
-
-class Schedule(object):
-    """Warm-up + cosine LR over ``total`` steps or until ``deadline`` (time.time()
-    seconds), whichever comes first; the same decisions on every rank."""
-
-    def __init__(self, lr, total, deadline):
-        self.lr, self.total, self.deadline = lr, max(1, total), deadline
-        self.warmup = min(200, max(1, self.total // 20))
-        self.start = time.time()
-
-    def lr_at(self, step, ctx):
-        """The LR for ``step``, or None once the time budget is spent."""
-        now = time.time()
-        progress = step / float(self.total)
-        if self.deadline is not None:
-            progress = max(progress, (now - self.start) / max(1e-6, self.deadline - self.start))
-        over = float(self.deadline is not None and now >= self.deadline)
-        over, progress = distributed.max_across(ctx, [over, progress])
-        return None if over else learning_rate(self.lr, step, self.warmup, progress)
 
 
 def train_one_epoch(step_module, loader, optimizer, scaler, params, schedule, state, args, ctx, desc):

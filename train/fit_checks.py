@@ -2,8 +2,15 @@
 (before any image is read), and that an ``--out`` being resumed holds a run of
 the same model config and dataset (else one line, exit 2; ``--restart`` starts
 a new run there instead)."""
+import argparse
+
 from edge.errors import NanocapError
+from edge.vocab import clean_caption
 from train.data import cache_key
+
+# ``--max-len auto`` never unrolls more decoder steps than this (the Karpathy
+# COCO convention truncates at 16 words; Flickr captions rarely pass 20).
+AUTO_MAX_LEN = 20
 
 # (flag, attribute, smallest allowed, whether the smallest is excluded): checked
 # before anything is loaded, so a typo costs no image reading.
@@ -40,6 +47,30 @@ def check_decoder_args(args):
         raise NanocapError("--att-reg must be 0 or more, not %s" % reg)
     if reg and decoder != "att":
         raise NanocapError("--att-reg applies to --decoder att only")
+
+
+def max_len_arg(text):
+    """``--max-len`` value: ``auto`` (None) or an integer (range checked later)."""
+    if str(text).strip().lower() == "auto":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a whole number or auto, not %r" % text)
+
+
+def resolve_max_len(args, train_records, log=print):
+    """Set ``args.max_len`` when it is auto (None): the longest training caption
+    in words, plus one for ``<end>``, at most ``AUTO_MAX_LEN``. Every greedy step
+    past it would decode a caption longer than any the model learnt, and the
+    one-graph caption runs all ``max_len`` steps, so this is its speed too."""
+    if args.max_len is not None:
+        return args.max_len
+    longest = max([len(clean_caption(c)) for r in train_records for c in r.captions] or [0])
+    args.max_len = max(2, min(AUTO_MAX_LEN, longest + 1))
+    log("--max-len auto: %d decoder steps (longest training caption: %d words%s)"
+        % (args.max_len, longest, "; capped" if longest + 1 > AUTO_MAX_LEN else ""))
+    return args.max_len
 
 
 RUN_FILES = ("last.pt", "best.pt", "log.jsonl")
