@@ -17,6 +17,9 @@ bytes of weights read per caption (per precision, ``train.flops``), ONNX
 operators per step and per caption (``export.floor.operator_counts``), and a
 Jetson Nano FP16 roofline estimate (``edge.bench.roofline``), an upper-bound
 estimate, labelled as such; on a Jetson the measured rows sit next to it.
+The same roofline for this CPU in fp32 uses two ceilings measured in the run
+(the matrix-multiply peak, and ONNX Runtime streaming one decoder step's
+weights through a batch-1 MatMul) and says how close each greedy row comes.
 """
 import argparse
 import json
@@ -139,6 +142,24 @@ def operator_summary(bundle, beam_size):
     return out
 
 
+def matvec_ceiling(bundle, cost, threads):
+    """GB/s at which ONNX Runtime streams one greedy decoder step's fp32 weights
+    (``export.probes`` + ``edge.bench.system.ort_matvec_gbs``); None without onnx,
+    onnxruntime or the model's cost."""
+    step = (((cost or {}).get("weight_bytes_per_caption") or {}).get("fp32") or {}).get("step")
+    try:
+        from export.probes import matvec_model, step_matrix_shape
+    except ImportError:
+        return None
+    if not step:
+        return None
+    rows, cols = step_matrix_shape(bundle.meta["model"].get("hidden", 512), step)
+    try:
+        return bench_system.ort_matvec_gbs(matvec_model(rows, cols), 4.0 * rows * cols, threads)
+    except NanocapError:
+        return None
+
+
 def live_row(bundle, source, frames):
     """The end-to-end live loop (``edge.live.run_live``: capture thread ->
     async captioner -> overlay, headless, no recording) for ``frames`` frames,
@@ -174,7 +195,7 @@ def headline(report):
                         (("torch", "fp32"), ("ort-cpu", "fp32"), ("ort-cpu", "int8")))
     rate = lambda row: row.get("captions_per_s")          # noqa: E731
     p50 = lambda row: (row.get("latency_ms") or {}).get("p50")  # noqa: E731
-    peak = report.get("matmul_peak_gflops")
+    peak, cpu = report.get("matmul_peak_gflops"), report.get("cpu_estimate")
     return {"rows": len(rows), "skipped": len(report["skipped"]),
             "ort_fp32_vs_torch": _ratio(rate(ort), rate(torch)),
             "ort_fp32_vs_torch_p50_latency": _ratio(p50(torch), p50(ort)),
@@ -182,6 +203,8 @@ def headline(report):
             "int8_vs_torch": _ratio(rate(int8), rate(torch)),
             "ort_fp32_gflops_per_s": ort.get("gflops_per_s"), "matmul_peak_gflops": peak,
             "fraction_of_peak": _ratio(ort.get("gflops_per_s"), peak),
+            "fraction_of_cpu_roofline": _ratio(cpu[0]["roofline_ms"] if cpu else None,
+                                               (ort.get("stages_ms") or {}).get("inference")),
             "live_display_fps": (report.get("live") or {}).get("display_fps")}
 
 
@@ -212,17 +235,20 @@ def main(argv):
     operators = operator_summary(bundle, args.beam_size)
     bench.add_agreement(rows)
     bench.add_gflops(rows, cost.get("flops_per_caption"))
+    peak = max(peak or 0.0, bench_system.matmul_peak_with_threads(args.threads, n=MATMUL_N)
+               or 0.0) or None
     machine["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     report = {"machine": machine, "versions": bench_system.versions(), "model": cost,
               "bundle": os.path.abspath(args.bundle), "source": args.source,
               "settings": {"frames": args.frames, "warmup": args.warmup, "batch": args.batch,
                            "distinct_frames": len(frames), "beam_size": args.beam_size,
                            "threads": args.threads},
-              "matmul_peak_gflops": max(peak or 0.0, bench_system.matmul_peak_with_threads(
-                  args.threads, n=MATMUL_N) or 0.0) or None,
+              "matmul_peak_gflops": peak,
               "matmul_n": MATMUL_N, "matmul_threads": args.threads,
               "results": rows, "skipped": skipped, "live": live, "operators": operators,
-              "nano_estimate": roofline.nano_rows(cost, operators)}
+              "nano_estimate": roofline.nano_rows(cost, operators),
+              "cpu_estimate": roofline.cpu_rows(cost, peak, matvec_ceiling(bundle, cost,
+                                                                           args.threads))}
     report["summary"] = headline(report)
     print(bench_report.render_text(report))
     if args.json:

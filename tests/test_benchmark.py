@@ -131,6 +131,30 @@ def test_machine_versions_and_matmul_peak():
     assert bench_system.matmul_peak_with_threads(1, n=128, seconds=0.05) > 0.1  # child process
 
 
+def test_ort_matvec_ceiling_streams_the_step_weights():
+    from export.probes import matvec_model, step_matrix_shape
+    rows, cols = step_matrix_shape(64, 64 * 96 * 4)
+    assert (rows, cols) == (64, 96)
+    gbs = bench_system.ort_matvec_gbs(matvec_model(rows, cols), 4.0 * rows * cols, seconds=0.05)
+    assert 0.01 < gbs < 10000.0
+
+
+def test_cpu_roofline_bound_arithmetic():
+    cost = {"flops_per_caption": {"greedy": 100e6},
+            "weight_bytes_per_caption": {"fp32": {"greedy": 50e6, "step": 2e6}}}
+    (row,) = roofline.cpu_rows(cost, peak_gflops=200.0, matvec_gbs=25.0)
+    assert row["compute_ms"] == pytest.approx(0.5) and row["memory_ms"] == pytest.approx(2.0)
+    assert row["roofline_ms"] == pytest.approx(2.0) and row["launch_ms"] == 0.0
+    assert row["bound"] == "memory" and row["captions_per_s"] == pytest.approx(500.0)
+    assert row["attainable_gflops"] == pytest.approx(50.0)            # 100 MFLOP in 2 ms
+    assert roofline.cpu_rows(cost, 200.0, None) == [] and roofline.cpu_rows({}, 200.0, 25.0) == []
+    result = {"backend": "ort-cpu", "precision": "fp32", "decode": "greedy",
+              "stages_ms": {"inference": 4.0}}
+    text = "\n".join(bench_report.cpu_roofline_lines({"cpu_estimate": [row], "results": [result]}))
+    assert "-> >= 2.00 ms, <= 500 captions/s (memory-bound), at most 50.0 GFLOP/s = 25% of" in text
+    assert "ort-cpu fp32 greedy inference 4.00 ms = 50% of that bound's speed" in text
+
+
 def test_run_plan_measures_skips_and_agrees(tiny_bundle, tiny_checkpoint, frames):
     sys.path.insert(0, os.path.join(ROOT, "scripts"))
     import benchmark_fps
@@ -232,6 +256,10 @@ def test_cli_writes_json_schema_and_reports_skips(tiny_bundle, tiny_checkpoint, 
     assert ops["operators_per_caption"]["greedy"] == ops["graphs"]["caption fp32"]["operators"]
     assert [r["decode"] for r in report["nano_estimate"]] == ["greedy", "beam"]
     assert "roofline ESTIMATE (upper bound, not measured)" in out
+    (cpu,) = report["cpu_estimate"]
+    assert cpu["bandwidth_gbs"] > 0 and cpu["step_bytes"] == weights["fp32"]["step"]
+    assert "this CPU fp32 (measured peaks) roofline bound, greedy" in out
+    assert 0 < summary["fraction_of_cpu_roofline"]
     assert [r["backend"] for r in report["results"]] == ["ort-cpu", "torch"]
     for row in report["results"]:
         assert ROW_KEYS <= set(row)

@@ -94,6 +94,7 @@ def summary_lines(report):
                 lines.append("  %s fp32 greedy (one graph, T steps) achieves %.1f GFLOP/s = %.0f%%"
                              " of that peak" % (row["backend"], row["gflops_per_s"],
                                                 100.0 * row["gflops_per_s"] / peak))
+    lines.extend(cpu_roofline_lines(report))
     settings = report.get("settings") or {}
     if settings:
         lines.append("%s captions per combination after %s warm-up calls, batch %s, %s distinct "
@@ -119,6 +120,27 @@ def summary_lines(report):
     jetson = (report.get("machine") or {}).get("jetson") or {}
     for warning in jetson.get("warnings", []):
         lines.append("WARNING: %s" % warning)
+    return lines
+
+
+def cpu_roofline_lines(report):
+    """This CPU's fp32 roofline bound and how close the ONNX Runtime rows come."""
+    lines = []
+    for est in report.get("cpu_estimate") or []:
+        lines.append("%s roofline bound, greedy: matmul %.1f GFLOP/s, ONNX Runtime matrix-vector "
+                     "%.1f GB/s on a %.2f MB step -> compute %.2f ms, weights %.2f ms -> >= %.2f ms,"
+                     " <= %.0f captions/s (%s-bound), at most %.1f GFLOP/s = %.0f%% of the matmul "
+                     "peak" % (est["device"], est["peak_gflops"], est["bandwidth_gbs"],
+                               (est.get("step_bytes") or 0) / 1e6, est["compute_ms"],
+                               est["memory_ms"], est["roofline_ms"], est["captions_per_s"],
+                               est["bound"], est["attainable_gflops"],
+                               100.0 * est["attainable_gflops"] / est["peak_gflops"]))
+        for row in report.get("results", []):
+            inference = (row.get("stages_ms") or {}).get("inference")
+            if row["backend"] != "torch" and row["decode"] == "greedy" and inference:
+                lines.append("  %s %s greedy inference %.2f ms = %.0f%% of that bound's speed"
+                             % (row["backend"], row["precision"], inference,
+                                100.0 * est["roofline_ms"] / inference))
     return lines
 
 

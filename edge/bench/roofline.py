@@ -1,4 +1,6 @@
-"""A Jetson Nano FP16 roofline estimate for a bundle (torch-free arithmetic).
+"""Roofline estimates for a bundle (torch-free arithmetic): a Jetson Nano in
+FP16 from its published peaks, and this CPU in fp32 from peaks measured in the
+same benchmark run.
 
 Upper-bound estimate, not a measurement: what one caption could cost on a
 Nano's GPU if every kernel ran at the chip's published peaks. Per caption::
@@ -57,3 +59,24 @@ def nano_rows(model_cost, operators, device=None):
             row.update(decode=decode, device=(device or NANO_FP16)["name"])
             rows.append(row)
     return rows
+
+
+def cpu_rows(model_cost, peak_gflops, matvec_gbs, name="this CPU fp32 (measured peaks)"):
+    """The same estimate for the machine the benchmark runs on, greedy only:
+    ``peak_gflops`` its measured matrix-multiply peak, ``matvec_gbs`` the rate at
+    which ONNX Runtime streams a decoder step's fp32 weights through one batch-1
+    MatMul (``edge.bench.system.ort_matvec_gbs``), no launch term (operators are
+    function calls on a CPU): a bound no fp32 graph of this model can beat here.
+    Adds ``attainable_gflops`` (FLOPs / bound) and the inputs. ``[]`` when a
+    figure is missing."""
+    flops = ((model_cost or {}).get("flops_per_caption") or {}).get("greedy")
+    fp32 = ((model_cost or {}).get("weight_bytes_per_caption") or {}).get("fp32") or {}
+    if not (flops and fp32.get("greedy") and peak_gflops and matvec_gbs):
+        return []
+    device = {"name": name, "peak_gflops": float(peak_gflops),
+              "bandwidth_gbs": float(matvec_gbs), "launch_us": 0.0}
+    row = estimate(flops, fp32["greedy"], 0, device)
+    row.update(decode="greedy", device=name, peak_gflops=device["peak_gflops"],
+               bandwidth_gbs=device["bandwidth_gbs"], step_bytes=fp32.get("step"),
+               attainable_gflops=float(flops) / (row["roofline_ms"] * 1e6))
+    return [row]

@@ -148,6 +148,28 @@ def matmul_peak_gflops(n=1024, seconds=1.0, dtype=np.float32):
     return 2.0 * n ** 3 / best / 1e9
 
 
+def ort_matvec_gbs(model_bytes, weight_bytes, threads=None, seconds=0.5):
+    """GB/s at which ONNX Runtime's CPU MatMul streams ``weight_bytes`` of fp32
+    weights in the batch-1 matrix-vector model ``model_bytes`` (``export.probes.
+    matvec_model``): best of repeated runs for about ``seconds``, with the
+    backends' session options and ``threads`` intra-op threads."""
+    from edge.backends import import_onnxruntime, session_options
+    ort = import_onnxruntime()
+    session = ort.InferenceSession(model_bytes, session_options(ort, threads),
+                                   providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name:
+            np.ones([int(d) for d in session.get_inputs()[0].shape], np.float32)}
+    for _ in range(10):  # warm-up: threads started, weights in cache as a decoder's are
+        session.run(None, feed)
+    best, deadline = None, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        session.run(None, feed)
+        dt = time.perf_counter() - t0
+        best = dt if best is None else min(best, dt)
+    return float(weight_bytes) / best / 1e9
+
+
 def matmul_peak_with_threads(threads=None, n=1024, seconds=1.0):
     """``matmul_peak_gflops`` with BLAS limited to ``threads`` threads, measured
     in a child process (BLAS reads its thread count at import); all threads
