@@ -11,18 +11,17 @@ NOT TensorRT. It implements only the calls ``edge/trt/build.py`` and
   ``set_tensor_address``, ``execute_async_v3``), no binding API, no
   ``max_workspace_size``.
 
-The "engine" is the parsed ONNX bytes behind a JSON line; executing it runs the
-ONNX model with ONNX Runtime (CPU) on data read from ``FakeCuda`` memory, so the
-runner's shapes, dtypes, copies and output order are really exercised. The
-calls made are recorded in ``module.calls`` for assertions.
+The "engine" is the parsed ONNX bytes behind a JSON line, run with ONNX Runtime
+(CPU) on data read from ``FakeCuda`` memory: the runner's shapes, dtypes, copies
+and output order are really exercised. Calls are recorded in ``module.calls``.
 
-Failure modes as in the real API (8.2 and 10.x): ``deserialize_cuda_engine``
-and ``create_timing_cache`` return None for bytes they cannot read;
+Failure modes as in the real API (8.2 and 10.x): ``deserialize_cuda_engine`` and
+``create_timing_cache`` return None for bytes they cannot read;
 ``build_serialized_network`` returns None when the build fails (e.g. INT8
-calibration got no batch); an exception escaping a calibrator method (called
-from C++ ``noexcept`` code) terminates the real process with no traceback: the
-fake raises ``CalibratorAbort``, a ``BaseException`` that neither ``except
-Exception`` nor ``run_cli`` catches, so a test sees the abort.
+calibration got no batch); an exception escaping a calibrator method (C++
+``noexcept`` code) ends the real process with no traceback: the fake raises
+``CalibratorAbort``, a ``BaseException`` that neither ``except Exception`` nor
+``run_cli`` catches, so a test sees the abort.
 """
 import json
 import types
@@ -35,8 +34,7 @@ TIMING_MAGIC = b"FAKE-TIMING-CACHE\n"
 
 
 class CalibratorAbort(BaseException):
-    """What real TensorRT does when a calibrator callback raises: the process
-    aborts (std::terminate from a noexcept function)."""
+    """Real TensorRT aborts (std::terminate) when a calibrator callback raises."""
 
 
 def _noexcept(callback, *args):
@@ -108,12 +106,10 @@ def make_fake_tensorrt(major=8, fast_fp16=True, fast_int8=True):
     import onnx
     trt = types.ModuleType("tensorrt")
     trt.__version__ = "8.2.1.8" if major == 8 else "10.3.0"
-    trt.FAKE = True
-    trt.calls = []
+    trt.FAKE, trt.calls = True, []
     dtypes = {"float32": np.float32, "float16": np.float16, "int32": np.int32,
               "int8": np.int8, "bool": np.bool_}
-    if major >= 10:
-        dtypes["uint8"] = np.uint8
+    dtypes.update({"uint8": np.uint8} if major >= 10 else {})
     trt.DataType = types.SimpleNamespace(**dict((k, k) for k in dtypes))
     for name in dtypes:
         setattr(trt, name, name)
@@ -121,8 +117,7 @@ def make_fake_tensorrt(major=8, fast_fp16=True, fast_int8=True):
     onnx_types = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16",
                   onnx.TensorProto.INT32: "int32", onnx.TensorProto.INT8: "int8",
                   onnx.TensorProto.BOOL: "bool", onnx.TensorProto.INT64: "int32"}
-    if major >= 10:
-        onnx_types[onnx.TensorProto.UINT8] = "uint8"
+    onnx_types.update({onnx.TensorProto.UINT8: "uint8"} if major >= 10 else {})
 
     class Logger(object):
         WARNING, ERROR, INFO = 2, 1, 3
