@@ -148,10 +148,9 @@ def matmul_peak_gflops(n=1024, seconds=1.0, dtype=np.float32):
     return 2.0 * n ** 3 / best / 1e9
 
 
-def ort_matvec_gbs(model_bytes, weight_bytes, threads=None, seconds=0.5):
-    """GB/s at which ONNX Runtime's CPU MatMul streams ``weight_bytes`` of fp32
-    weights in the batch-1 matrix-vector model ``model_bytes`` (``export.probes.
-    matvec_model``): best of repeated runs for about ``seconds``, with the
+def ort_best_seconds(model_bytes, threads=None, seconds=0.5):
+    """Best wall time (s) of one ONNX Runtime CPU call of ``model_bytes`` (one
+    float32 input of fixed shape, all ones) over about ``seconds``, with the
     backends' session options and ``threads`` intra-op threads."""
     from edge.backends import import_onnxruntime, session_options
     ort = import_onnxruntime()
@@ -167,7 +166,18 @@ def ort_matvec_gbs(model_bytes, weight_bytes, threads=None, seconds=0.5):
         session.run(None, feed)
         dt = time.perf_counter() - t0
         best = dt if best is None else min(best, dt)
-    return float(weight_bytes) / best / 1e9
+    return best
+
+
+def ort_matvec_gbs(model_bytes, weight_bytes, empty_bytes, threads=None, seconds=0.5):
+    """GB/s at which ONNX Runtime's CPU MatMul streams ``weight_bytes`` of fp32
+    weights in the batch-1 matrix-vector model ``model_bytes`` (``export.probes.
+    matvec_model``), its best call time less that of ``empty_bytes`` (the same
+    model with a tiny matrix): the kernel's rate, without the per-call cost a
+    one-graph caption pays once, not per step. None if not measurable."""
+    kernel = (ort_best_seconds(model_bytes, threads, seconds)
+              - ort_best_seconds(empty_bytes, threads, seconds))
+    return float(weight_bytes) / kernel / 1e9 if kernel > 0 else None
 
 
 def matmul_peak_with_threads(threads=None, n=1024, seconds=1.0):
