@@ -32,8 +32,8 @@ from train.decoding import greedy_search
 from train.fit_checks import (AUTO_MAX_LEN, RUN_FILES, check_arguments, check_resume, data_digest,
                               max_len_arg, resolve_max_len)
 from train.metrics import quick_scores
-from train.schedule import Schedule
 from train.model import BACKBONES, Captioner, ModelConfig
+from train.schedule import Schedule
 
 
 def add_arguments(parser):

@@ -129,6 +129,19 @@ def versions(names=("numpy", "cv2", "onnxruntime", "tensorrt", "pycuda")):
     return out
 
 
+def best_seconds(call, seconds):
+    """Shortest wall time (s) of ``call()``, repeated for about ``seconds`` (at
+    least once): the least disturbed run, the fairest figure on a busy machine."""
+    best, deadline = None, time.perf_counter() + seconds
+    while True:
+        t0 = time.perf_counter()
+        call()
+        dt = time.perf_counter() - t0
+        best = dt if best is None else min(best, dt)
+        if time.perf_counter() > deadline:
+            return best
+
+
 def matmul_peak_gflops(n=1024, seconds=1.0, dtype=np.float32):
     """Best fp32 GFLOP/s of an ``n x n`` numpy matrix multiply (BLAS, all its
     threads), repeated for about ``seconds``: the machine's practical peak."""
@@ -137,19 +150,11 @@ def matmul_peak_gflops(n=1024, seconds=1.0, dtype=np.float32):
     b = rng.standard_normal((n, n)).astype(dtype)
     out = np.empty((n, n), dtype=dtype)
     np.dot(a, b, out=out)  # warm-up: threads started, pages touched
-    best, deadline = None, time.perf_counter() + seconds
-    while True:
-        t0 = time.perf_counter()
-        np.dot(a, b, out=out)
-        dt = time.perf_counter() - t0
-        best = dt if best is None else min(best, dt)
-        if time.perf_counter() > deadline:
-            break
-    return 2.0 * n ** 3 / best / 1e9
+    return 2.0 * n ** 3 / best_seconds(lambda: np.dot(a, b, out=out), seconds) / 1e9
 
 
 def ort_best_seconds(model_bytes, threads=None, seconds=0.5):
-    """Best wall time (s) of one ONNX Runtime CPU call of ``model_bytes`` (one
+    """``best_seconds`` of one ONNX Runtime CPU call of ``model_bytes`` (one
     float32 input of fixed shape, all ones) over about ``seconds``, with the
     backends' session options and ``threads`` intra-op threads."""
     from edge.backends import import_onnxruntime, session_options
@@ -160,13 +165,7 @@ def ort_best_seconds(model_bytes, threads=None, seconds=0.5):
             np.ones([int(d) for d in session.get_inputs()[0].shape], np.float32)}
     for _ in range(10):  # warm-up: threads started, weights in cache as a decoder's are
         session.run(None, feed)
-    best, deadline = None, time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        t0 = time.perf_counter()
-        session.run(None, feed)
-        dt = time.perf_counter() - t0
-        best = dt if best is None else min(best, dt)
-    return best
+    return best_seconds(lambda: session.run(None, feed), seconds)
 
 
 def ort_matvec_gbs(model_bytes, weight_bytes, empty_bytes, threads=None, seconds=0.5):
