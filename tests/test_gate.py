@@ -99,7 +99,10 @@ def test_loop_gate_on_and_off(tiny_bundle, slideshow, tmp_path):
         log_path = str(tmp_path / ("%s.jsonl" % mode))
         backend = open_backend(tiny_bundle, backend="ort")
         log = CaptionLog(log_path, backend.name)
-        summaries[mode] = run_live(open_source(slideshow), backend, log=log,
+        # paced at the file's 30 FPS, as a camera: how many frames pass while the model
+        # is busy then depends on its latency against 33 ms, not on how fast this
+        # machine happens to decode frames at that moment
+        summaries[mode] = run_live(open_source(slideshow), backend, log=log, realtime=True,
                                    gate=SceneGate(enabled=mode == "on"))
         log.close()
         with open(log_path) as handle:
@@ -107,7 +110,7 @@ def test_loop_gate_on_and_off(tiny_bundle, slideshow, tmp_path):
         summary = summaries[mode]
         assert len(lines) == summary["captions_computed"] == summary["captions"]
         assert sum(l["shown"] for l in lines) == summary["captions_shown"]
-        if mode == "on":      # a file read frame by frame: every cut is the frame captioned
+        if mode == "on":      # no frame is dropped at this pace: every cut is the frame captioned
             assert [l["frame"] for l in lines] == [0, 30, 60, 90]
             assert 90 <= summary["gated_frames"] <= 116   # frames met while the model was busy are not gated
     assert summaries["off"]["gated_frames"] == 0
