@@ -55,6 +55,7 @@ def test_tiny_coco_recipe_runs_every_phase_and_resumes_where_it_was_interrupted(
         assert "interrupted in phase finetune; re-run the same command to resume" in err
         state = json.load(open(str(run / "recipe.json")))
         assert [p for p in PHASES if state["phases"].get(p, {}).get("done")] == list(PHASES[:4])
+        finished_first = dict((p, state["phases"][p]) for p in PHASES[:4])
         assert log_phases(run) == ["decoder"]
         downloads = len(server.requests)
         assert downloads == 4
@@ -70,6 +71,7 @@ def test_tiny_coco_recipe_runs_every_phase_and_resumes_where_it_was_interrupted(
     assert log_phases(run) == ["decoder", "finetune", "scst"]  # no epoch trained twice
     state = json.load(open(str(run / "recipe.json")))
     assert all(state["phases"][p]["done"] for p in PHASES)
+    assert dict((p, state["phases"][p]) for p in PHASES[:4]) == finished_first  # not run again
     assert state["paths"] == {"data": str(root / "karpathy" / "dataset_coco.json"),
                               "images_dir": str(root / "coco")}
     # the layout: what the readers read, and only the caption annotations
