@@ -109,9 +109,9 @@ def run_phase(phase, plan, args, checksums):
         from train.model import build_backbone
         build_backbone(plan.config["backbone"], "imagenet")  # downloads once into ~/.cache/torch
         return None
-    commands = plan.commands(phase)
-    for prog, argv in commands:
-        output = run_command(prog, argv, phase)
+    debug = ["--debug"] if getattr(args, "debug", False) else []
+    for prog, argv in plan.commands(phase):
+        output = run_command(prog, argv + debug, phase)
         if phase == "test":
             write_scores(plan.scores_path, output)
     return None

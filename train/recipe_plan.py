@@ -134,8 +134,8 @@ class Plan(object):
         missing = [a for a in recipe_data.downloads(self.dataset)
                    if not os.path.isfile(os.path.join(self.root, a.name))]
         size = sum(a.size or 40e6 for a in missing)
-        text = "%s, ~%s at %.0f MB/s (estimate)" % (size_text(size), duration(size / 1e6 / DOWNLOAD_MBPS),
-                                                    DOWNLOAD_MBPS)
+        seconds = size / 1e6 / DOWNLOAD_MBPS
+        text = "%s, ~%s at %.0f MB/s (estimate)" % (size_text(size), duration(seconds), DOWNLOAD_MBPS)
         if spec.manual is not None:
             text += "; the %s images you place in %s yourself" % (self.dataset, self.root)
         return text
