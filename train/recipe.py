@@ -52,16 +52,15 @@ def run(args):
     checksums = recipe_data.read_checksums(args.checksums) if args.checksums else None
     os.makedirs(out, exist_ok=True)
     save_state(out, state)
-    started, current = time.time(), []
+    started, phase = time.time(), None
     try:
         for index, phase in enumerate(PHASES):
-            current[:] = [phase]
             if not run_one(index, phase, plan, state, args, checksums):
                 return 0
     except KeyboardInterrupt:
-        if current:
+        if phase:
             sys.stderr.write("recipe: interrupted in phase %s; re-run the same command to "
-                             "resume\n" % current[0])
+                             "resume\n" % phase)
         raise
     print("recipe done in %s: bundle %s, test scores %s"
           % (recipe_plan.duration(time.time() - started), plan.bundle, plan.scores_path))
@@ -74,7 +73,7 @@ def run_one(index, phase, plan, state, args, checksums):
     label = "[%d/%d] %s" % (index + 1, len(PHASES), phase)
     if state["phases"].get(phase, {}).get("done"):
         print("%s: done earlier, skipped" % label)
-        return True
+        return phase != args.until
     plan.paths.update(state.get("paths", {}))
     print("%s: %s; expected %s" % (label, plan.describe(phase), plan.cost(phase)))
     sys.stdout.flush()
