@@ -7,6 +7,7 @@ COMMANDS = [
     ("eval", "train.evaluate", "decode a split and score it (checkpoint or bundle)"),
     ("score", "train.score", "score a COCO-format results file"),
     ("caption", "train.caption", "caption image files"),
+    ("recipe", "train.recipe", "download a dataset and run the whole recipe to a verified bundle"),
 ]
 
 
