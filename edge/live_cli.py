@@ -63,7 +63,7 @@ def get_parser():
         help="on: caption when the scene changed or --refresh passed, and change the shown "
              "caption only when the scene backs it; off: caption whenever the model is free")
     add("--change", type=float, default=DEFAULT_CHANGE,
-        help="scene change: fraction of a 32x24 grey thumbnail's cells that moved by more "
+        help="scene change: fraction of a 32x24 colour thumbnail's cells where a channel moved by more "
              "than 16 levels since the frame last captioned (default %(default)s)")
     add("--refresh", type=float, default=DEFAULT_REFRESH_S, metavar="S",
         help="recaption an unchanged scene every S seconds (default %(default)s; 0 never)")
