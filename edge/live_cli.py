@@ -63,8 +63,8 @@ def get_parser():
         help="on: caption when the scene changed or --refresh passed, and change the shown "
              "caption only when the scene backs it; off: caption whenever the model is free")
     add("--change", type=float, default=DEFAULT_CHANGE,
-        help="scene change: fraction of a 32x24 colour thumbnail's cells where a channel moved by more "
-             "than 16 levels since the frame last captioned (default %(default)s)")
+        help="scene change: fraction of a 32x24 colour thumbnail's cells where a channel "
+             "moved by more than 16 levels since the frame last captioned (default %(default)s)")
     add("--refresh", type=float, default=DEFAULT_REFRESH_S, metavar="S",
         help="recaption an unchanged scene every S seconds (default %(default)s; 0 never)")
     add("--web-token", metavar="T", help="web view: every route needs ?token=T or "
