@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 
+from edge.display import no_window_line, window_problem
 from edge.errors import NanocapError, run_cli
 from edge.gate import DEFAULT_CHANGE, DEFAULT_REFRESH_S, SceneGate
 
@@ -142,6 +143,8 @@ def main(argv=None):
     sinks, log = [], None
     try:
         source, backend, sinks, log = _open_all(args)
+        if not (args.outputs or args.headless or sinks):
+            _message(no_window_line(window_problem()))
         sys.stderr.write("nanocap: %s -> %s; %s\n" % (
             source.name, ", ".join(args.outputs) or ("nothing (headless)" if not sinks else
                                                      "display://0"), backend.describe()))
