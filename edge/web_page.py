@@ -61,14 +61,18 @@ function show(r) {
   c.textContent = r.caption;
   c.setAttribute("data-frame", r.frame);
 }
-function fmt(x, unit) { return x === null || x === undefined ? "-" : x + unit; }
+function fmt(x, digits, unit) {
+  return x === null || x === undefined ? "-" : Number(x).toFixed(digits) + unit;
+}
 function status() {
   return fetch("/status.json" + q).then(function (r) { return r.json(); }).then(function (s) {
     var p = s.caption_latency_ms || {}, up = Math.round(s.uptime_s || 0);
-    document.getElementById("status").textContent = "display " + fmt(s.display_fps, " fps") +
-      "  |  captions " + fmt(s.caption_fps, "/s") + "  |  latency p50 " + fmt(p.p50, " ms") +
-      ", p95 " + fmt(p.p95, " ms") + "  |  " + (s.backend || "-") + " " +
-      (s.providers || []).join(",") + "  |  up " + Math.floor(up / 60) + ":" + two(up % 60) +
+    var providers = (s.providers || []).map(function (n) {
+      return n.replace("ExecutionProvider", ""); });
+    document.getElementById("status").textContent = "display " + fmt(s.display_fps, 1, " fps") +
+      "  |  captions " + fmt(s.caption_fps, 1, "/s") + "  |  latency p50 " +
+      fmt(p.p50, 0, " ms") + ", p95 " + fmt(p.p95, 0, " ms") + "  |  " + (s.backend || "-") +
+      " " + providers.join(",") + "  |  up " + Math.floor(up / 60) + ":" + two(up % 60) +
       "  |  " + s.clients + " viewer" + (s.clients === 1 ? "" : "s");
     return s;
   });

@@ -111,11 +111,13 @@ SMOKE = pytest.mark.skipif(os.environ.get("NANOCAP_DEMO_SMOKE") != "1",
 
 @pytest.fixture(scope="module")
 def tiny_demo(tmp_path_factory):
-    """``scripts/demo.py --tiny --out WORK/demo-out``: ``(WORK, stdout)``."""
+    """``scripts/demo.py --tiny --out WORK/demo-out``: ``(WORK, stdout)``. ``--tiny``
+    trains one epoch; ``--minutes 5`` only keeps a busy machine from ending it first."""
     work = tmp_path_factory.mktemp("demo")
     out = str(work / "demo-out")
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "scripts", "demo.py"),
-                             "--tiny", "--out", out], cwd=ROOT, stdout=subprocess.PIPE,
+                             "--tiny", "--minutes", "5", "--out", out], cwd=ROOT,
+                            stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, universal_newlines=True)
     stdout, stderr = proc.communicate(timeout=900)
     assert proc.returncode == 0, stderr[-2000:]
