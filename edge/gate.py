@@ -1,10 +1,12 @@
 """What is captioned, and which caption is shown: the scene gate.
 
 ``SceneGate.check(frame, now)`` decides whether a frame is worth captioning. Its
-change measure: the frame shrunk to a 32x24 grey thumbnail (``cv2.INTER_AREA``,
+change measure: the frame shrunk to a 32x24 colour thumbnail (``cv2.INTER_AREA``,
 which averages sensor noise away), compared with the thumbnail of the frame last
-captioned; ``change`` is the fraction of thumbnail cells whose grey level moved
-by more than ``CELL_LEVELS`` (of 255). A frame is captioned when that fraction
+captioned; ``change`` is the fraction of thumbnail cells where any of the three
+colour channels moved by more than ``CELL_LEVELS`` (of 255). Comparing colours,
+not grey levels, catches a cut between scenes of equal brightness (a red car
+replaced by a green one of the same luma). A frame is captioned when that fraction
 exceeds ``threshold`` (a scene change) or ``refresh_s`` seconds have passed
 since the last caption (a refresh). ``enabled=False`` captions whenever the
 captioner is free (every check says yes).
@@ -18,20 +20,22 @@ import cv2
 import numpy as np
 
 THUMB_SIZE = (32, 24)      # (width, height) of the change thumbnail, cells
-CELL_LEVELS = 16           # a cell "changed" when its grey level moved by more than this
+CELL_LEVELS = 16           # a cell "changed" when a channel's level moved by more than this
 DEFAULT_CHANGE = 0.1       # fraction of cells: an object entering a quarter of the frame is > 0.1
 DEFAULT_REFRESH_S = 10.0
 
 
 def thumbnail(frame):
-    """``uint8 [H, W, 3]`` BGR frame -> ``int16 [24, 32]`` grey thumbnail."""
-    grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
-    return cv2.resize(grey, THUMB_SIZE, interpolation=cv2.INTER_AREA).astype(np.int16)
+    """``uint8 [H, W, 3]`` BGR frame -> ``int16 [24, 32, 3]`` colour thumbnail
+    (a grey ``[H, W]`` frame -> ``[24, 32, 1]``)."""
+    small = cv2.resize(frame, THUMB_SIZE, interpolation=cv2.INTER_AREA).astype(np.int16)
+    return small.reshape(small.shape[0], small.shape[1], -1)
 
 
 def change_fraction(a, b):
-    """Fraction (0..1) of thumbnail cells that differ by more than ``CELL_LEVELS``."""
-    return float(np.mean(np.abs(a - b) > CELL_LEVELS))
+    """Fraction (0..1) of thumbnail cells where some channel differs by more than
+    ``CELL_LEVELS``; ``a``, ``b``: ``[24, 32, C]`` thumbnails."""
+    return float(np.mean(np.abs(a - b).max(axis=-1) > CELL_LEVELS))
 
 
 class SceneGate(object):

@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 
+from edge.display import no_window_line, window_problem
 from edge.errors import NanocapError, run_cli
 from edge.gate import DEFAULT_CHANGE, DEFAULT_REFRESH_S, SceneGate
 
@@ -63,8 +64,8 @@ def get_parser():
         help="on: caption when the scene changed or --refresh passed, and change the shown "
              "caption only when the scene backs it; off: caption whenever the model is free")
     add("--change", type=float, default=DEFAULT_CHANGE,
-        help="scene change: fraction of a 32x24 grey thumbnail's cells that moved by more "
-             "than 16 levels since the frame last captioned (default %(default)s)")
+        help="scene change: fraction of a 32x24 colour thumbnail's cells where a channel "
+             "moved by more than 16 levels since the frame last captioned (default %(default)s)")
     add("--refresh", type=float, default=DEFAULT_REFRESH_S, metavar="S",
         help="recaption an unchanged scene every S seconds (default %(default)s; 0 never)")
     add("--web-token", metavar="T", help="web view: every route needs ?token=T or "
@@ -142,6 +143,8 @@ def main(argv=None):
     sinks, log = [], None
     try:
         source, backend, sinks, log = _open_all(args)
+        if not (args.outputs or args.headless or sinks):
+            _message(no_window_line(window_problem()))
         sys.stderr.write("nanocap: %s -> %s; %s\n" % (
             source.name, ", ".join(args.outputs) or ("nothing (headless)" if not sinks else
                                                      "display://0"), backend.describe()))

@@ -7,13 +7,12 @@ file path (``.mp4``, ``.avi``, ``.mkv``; recorded from its own thread by
 """
 import json
 import os
-import re
-import sys
 import threading
 import time
 
 import cv2
 
+from edge.display import window_problem
 from edge.errors import NanocapError
 
 VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "MJPG", ".mov": "mp4v"}
@@ -21,10 +20,7 @@ VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "MJPG", ".mov": "mp4v"}
 
 def display_available():
     """True where a window can be shown: a display server and an OpenCV with a GUI."""
-    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY")
-                                                 or os.environ.get("WAYLAND_DISPLAY")):
-        return False
-    return not re.search(r"GUI:\s*NONE", cv2.getBuildInformation())
+    return window_problem() is None
 
 
 class DisplaySink(object):
@@ -35,8 +31,8 @@ class DisplaySink(object):
         try:
             cv2.namedWindow(name, cv2.WINDOW_NORMAL)
         except cv2.error:
-            raise NanocapError("cannot open a window (no display, or an OpenCV without GUI "
-                               "support); use --headless")
+            raise NanocapError("cannot open a window: %s; or use --headless"
+                               % (window_problem() or "OpenCV refused"))
 
     def write(self, frame):
         cv2.imshow(self.name, frame)

@@ -30,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from edge.bench import report as bench_report, system as bench_system  # noqa: E402
 from edge.bench import measure as bench, roofline  # noqa: E402
+from edge.bench.load import load_average, load_verdict, usable_cpus  # noqa: E402
 from edge.bundle import load_bundle  # noqa: E402
 from edge.errors import NanocapError, run_cli  # noqa: E402
 
@@ -53,9 +54,9 @@ def get_parser():
     p.add_argument("--source", default="synthetic://",
                    help="where frames come from: synthetic://, an image folder or a video file")
     p.add_argument("--batch", type=int, default=1, help="frames per call (default 1)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for ONNX Runtime and PyTorch alike (default: each "
-                   "engine's own default, all cores)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads for ONNX Runtime and PyTorch alike (default 1: steady "
+                   "on a shared machine; 0: all usable cores)")
     p.add_argument("--live-frames", type=int, default=None,
                    help="frames for the end-to-end live-loop row (default --frames; 0: skip it)")
     p.add_argument("--json", help="write the whole report as JSON here")
@@ -208,13 +209,15 @@ def headline(report):
             "fraction_of_peak": _ratio(ort.get("gflops_per_s"), peak),
             "fraction_of_cpu_roofline": _ratio(cpu[0]["roofline_ms"] if cpu else None,
                                                (ort.get("stages_ms") or {}).get("inference")),
-            "live_display_fps": (report.get("live") or {}).get("display_fps")}
+            "live_display_fps": (report.get("live") or {}).get("display_fps"),
+            "busy": (report.get("load") or {}).get("busy")}
 
 
 def main(argv):
     args = get_parser().parse_args(argv)
-    if args.frames < 1 or args.batch < 1 or args.warmup < 0:
-        raise NanocapError("--frames and --batch must be >= 1 and --warmup >= 0")
+    if args.frames < 1 or args.batch < 1 or args.warmup < 0 or args.threads < 0:
+        raise NanocapError("--frames and --batch must be >= 1, --warmup and --threads >= 0")
+    args.threads = args.threads or usable_cpus()
     bundle = load_bundle(args.bundle)
     combos = bench.plan(bench.parse_list(args.backends, bench.BACKENDS, "backends"),
                         bench.parse_list(args.precisions, ("fp32", "fp16", "int8"), "precisions"),
@@ -223,6 +226,10 @@ def main(argv):
     for warning in (machine.get("jetson") or {}).get("warnings", []):
         sys.stderr.write("WARNING: %s\n" % warning)
     frames = load_frames(args.source, args.frames)
+    before = (machine.get("loadavg") or [None])[0]
+    print("load average before: %s (%d usable CPUs; %d thread%s for each engine)" % (
+        "?" if before is None else "%.2f" % before, usable_cpus(), args.threads,
+        "" if args.threads == 1 else "s"), flush=True)
     print("benchmark: %d combinations, %d captions each (%d distinct frames from %s, "
           "%dx%d), warm-up %d, batch %d" % (len(combos), args.frames, len(frames), args.source,
                                             frames[0].shape[1], frames[0].shape[0], args.warmup,
@@ -240,7 +247,7 @@ def main(argv):
     bench.add_gflops(rows, cost.get("flops_per_caption"))
     peak = max(peak or 0.0, bench_system.matmul_peak_with_threads(args.threads, n=MATMUL_N)
                or 0.0) or None
-    machine["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    machine["loadavg_end"] = load_average()
     report = {"machine": machine, "versions": bench_system.versions(), "model": cost,
               "bundle": os.path.abspath(args.bundle), "source": args.source,
               "settings": {"frames": args.frames, "warmup": args.warmup, "batch": args.batch,
@@ -252,6 +259,8 @@ def main(argv):
               "nano_estimate": roofline.nano_rows(cost, operators),
               "cpu_estimate": roofline.cpu_rows(cost, peak, matvec_ceiling(bundle, cost,
                                                                            args.threads))}
+    report["load"] = load_verdict(before, (machine["loadavg_end"] or [None])[0],
+                                  usable_cpus(), args.threads)
     report["summary"] = headline(report)
     print(bench_report.render_text(report))
     if args.json:

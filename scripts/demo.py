@@ -12,7 +12,9 @@ show), reading the JSON object each prints as its last line:
  4. ``python -m export onnx``     the bundle, fp32 + int8
  5. ``python -m export verify``   PyTorch vs ONNX Runtime captions, per precision
  6. a video of moving scenes, then ``python -m edge VIDEO live.mp4 --realtime``
- 7. ``scripts/benchmark_fps.py``  captions/s per backend and precision
+ 7. ``scripts/benchmark_fps.py``  captions/s per backend and precision, PyTorch and
+    ONNX Runtime on the same ``--threads``, with the load average before and after
+    (a busy machine's ratios are flagged, not reported as the result)
  8. ``DIR/report.md``            scores, parity, FPS, frames of the annotated video
 
 ``DIR`` (default ``demo-out/``) ends up holding ``bundle/``, ``live.mp4``,
@@ -257,6 +259,9 @@ def get_parser():
     p.add_argument("--minutes", type=float, default=None,
                    help="training budget in minutes (default 10; --tiny 0.2)")
     p.add_argument("--tiny", action="store_true", help="tiny everything: a smoke test")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads for PyTorch and ONNX Runtime alike in the benchmark "
+                        "(default 1; 0: all usable cores)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
@@ -307,6 +312,7 @@ def main(argv):
     run_tool(["scripts/benchmark_fps.py", "--bundle", bundle, "--checkpoint", ckpt,
               "--backends", "torch,ort-cpu,ort-cuda,ort-trt,trt", "--precisions", "fp32,int8",
               "--decode", cfg["decode"], "--frames", str(cfg["bench_frames"]), "--source", video,
+              "--threads", str(args.threads),
               "--json", os.path.join(out, "benchmark.json"),
               "--markdown", os.path.join(out, "benchmark.md"),
               "--plot", os.path.join(out, "benchmark.png")], log_path)

@@ -280,3 +280,27 @@ def test_cli_bad_arguments_are_one_line(tiny_bundle, tmp_path):
     assert len(err.strip().splitlines()) == 1
     code, _, err = _script("--bundle", str(tmp_path / "missing"))
     assert code == 2 and "bundle directory not found" in err and "Traceback" not in err
+
+
+def test_load_line_and_busy_machine_wording():
+    from edge.bench.load import load_verdict
+    quiet = load_verdict(0.4, 1.3, cpus=2, threads=1)     # 1.3 after: 0.3 of it others'
+    assert not quiet["busy"] and quiet["limit"] == 1.5
+    assert quiet["line"].startswith("load average 0.40 before, 1.30 after, on 2 CPUs, "
+                                    "1 thread per engine; quiet enough")
+    for before, after in ((3.7, 1.0), (0.5, 5.4)):         # busy before, or after
+        busy = load_verdict(before, after, cpus=2, threads=1)
+        assert busy["busy"], (before, after)
+        assert "BUSY MACHINE" in busy["line"] and "measure the machine, not the code" in busy["line"]
+    assert load_verdict(0.6, 2.0, cpus=2, threads=2)["busy"]    # all cores asked: 0.5 is the limit
+    assert not load_verdict(None, None, cpus=2, threads=1)["busy"]
+    row = {"backend": "ort-cpu", "precision": "fp32", "decode": "greedy", "captions_per_s": 155.0}
+    report = {"results": [row, dict(row, backend="torch", captions_per_s=1.0)],
+              "load": load_verdict(3.7, 5.4, cpus=2, threads=1)}
+    text, md = bench_report.render_text(report), bench_report.render_markdown(report)
+    assert "155.00" not in text and "155.00" not in md           # no ratio from a busy run
+    assert "BUSY MACHINE" in text and "load average 3.70 before, 5.40 after" in text
+    assert md.split("\n")[2].startswith("**Busy machine: these speeds are not a result.**")
+    report["load"] = load_verdict(0.2, 0.9, cpus=2, threads=1)
+    assert "155.00" in bench_report.render_text(report)           # quiet: the ratio is shown
+    assert "Busy" not in bench_report.render_markdown(report)

@@ -6,6 +6,9 @@ NANOCAP_DEMO_SMOKE=1 (CI and developers run the full demo by hand).
 """
 import json
 import os
+import re
+import shlex
+import socket
 import subprocess
 import sys
 
@@ -82,19 +85,86 @@ def test_report_has_scores_parity_fps_and_frames(tmp_path):
     assert 'true scene "a small red circle"; caption shown "a small red circle"' in text
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("NANOCAP_DEMO_SMOKE") != "1",
-                    reason="the whole tiny demo takes 1-2 min: set NANOCAP_DEMO_SMOKE=1")
-def test_tiny_demo_end_to_end(tmp_path):
-    out = str(tmp_path / "demo")
+def try_next_commands(readme=os.path.join(ROOT, "README.md")):
+    """The command lines of README.md's "Try next" block (its first bash block after
+    the "### Try next" heading), comments and blank lines left out."""
+    with open(readme) as handle:
+        section = handle.read().split("### Try next", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
+def test_try_next_block_has_no_placeholders():
+    commands = try_next_commands()
+    assert len(commands) >= 5
+    for line in commands:
+        argv = shlex.split(line)
+        assert argv[0] == "python", line
+        assert not re.search(r"[\[\]<>]|\.\.\.|\bDIR\b|\bFILE\b", line), line
+        assert any(a.startswith("demo-out/") for a in argv), line   # works on the demo's output
+
+
+SMOKE = pytest.mark.skipif(os.environ.get("NANOCAP_DEMO_SMOKE") != "1",
+                           reason="the whole tiny demo takes minutes: set NANOCAP_DEMO_SMOKE=1")
+
+
+@pytest.fixture(scope="module")
+def tiny_demo(tmp_path_factory):
+    """``scripts/demo.py --tiny --out WORK/demo-out``: ``(WORK, stdout)``. ``--tiny``
+    trains one epoch; ``--minutes 5`` only keeps a busy machine from ending it first."""
+    work = tmp_path_factory.mktemp("demo")
+    out = str(work / "demo-out")
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "scripts", "demo.py"),
-                             "--tiny", "--out", out], cwd=ROOT, stdout=subprocess.PIPE,
+                             "--tiny", "--minutes", "5", "--out", out], cwd=ROOT,
+                            stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, universal_newlines=True)
-    stdout, stderr = proc.communicate(timeout=600)
+    stdout, stderr = proc.communicate(timeout=900)
     assert proc.returncode == 0, stderr[-2000:]
+    return str(work), stdout
+
+
+@pytest.mark.slow
+@SMOKE
+def test_tiny_demo_end_to_end(tiny_demo):
+    work, stdout = tiny_demo
+    out = os.path.join(work, "demo-out")
     summary = json.loads(stdout.strip().splitlines()[-1])
     for name in ("bundle/nanocap.json", "live.mp4", "captions.jsonl", "report.md"):
         assert os.path.isfile(os.path.join(out, name)), name
     assert summary["CIDEr"] is not None and summary["display_fps"] > 0
     report = open(os.path.join(out, "report.md")).read()
     assert "CIDEr" in report and "captions/s" in report and "frames/frame_" in report
+    assert "load average" in report and "1 thread per engine" in report
+
+
+def _port_free(port):
+    probe = socket.socket()
+    try:
+        probe.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+@pytest.mark.slow
+@SMOKE
+def test_try_next_commands_run_as_written(tiny_demo):
+    """Each "Try next" line of README.md, run by bash as written, from a folder holding
+    the tiny demo's ``demo-out/`` and the repository's ``scripts/``."""
+    work, _ = tiny_demo
+    if not os.path.exists(os.path.join(work, "scripts")):
+        os.symlink(os.path.join(ROOT, "scripts"), os.path.join(work, "scripts"))
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    for line in try_next_commands():
+        if "http://127.0.0.1:8080" in line and not _port_free(8080):
+            continue      # another program holds 8080 here: the web line cannot run as written
+        proc = subprocess.Popen(["bash", "-c", line.replace("python ", sys.executable + " ", 1)],
+                                cwd=work, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, universal_newlines=True)
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, (line, err[-2000:])
+        assert out.strip(), line
+    assert os.path.getsize(os.path.join(work, "demo-out", "again.mp4")) > 0

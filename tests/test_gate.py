@@ -115,3 +115,56 @@ def test_loop_gate_on_and_off(tiny_bundle, slideshow, tmp_path):
             assert 90 <= summary["gated_frames"] <= 116   # frames met while the model was busy are not gated
     assert summaries["off"]["gated_frames"] == 0
     assert summaries["off"]["captions_computed"] > 2 * summaries["on"]["captions_computed"]
+
+
+def car_scene(bgr, rng, size=(640, 480)):
+    """A street-like scene: a textured grey road and sky, a car-sized box of colour
+    ``bgr`` covering a third of the picture, with sensor noise."""
+    w, h = size
+    scene = np.empty((h, w, 3), np.float32)
+    scene[: h // 2] = (200, 190, 170)                       # sky
+    scene[h // 2:] = (90, 90, 90)                           # road
+    scene[h // 3: h * 5 // 6, w // 5: w * 4 // 5] = bgr     # the car
+    scene += rng.normal(0, 4.0, scene.shape)
+    return np.clip(scene, 0, 255).astype(np.uint8)
+
+
+def luma(bgr):
+    b, g, r = bgr
+    return 0.114 * b + 0.587 * g + 0.299 * r
+
+
+def test_a_cut_of_equal_brightness_and_other_colour_is_a_change():
+    red, green = (40, 30, 210), (70, 126, 10)                # BGR, the same luma (+- 1 level)
+    assert abs(luma(red) - luma(green)) < 1.5
+    rng = np.random.RandomState(4)
+    a, b = car_scene(red, rng), car_scene(green, rng)
+    grey = [cv2.cvtColor(x, cv2.COLOR_BGR2GRAY).astype(np.int16) for x in (a, b)]
+    assert np.abs(grey[0].mean() - grey[1].mean()) < 1.0   # a grey thumbnail sees no cut
+    assert change_fraction(thumbnail(a), thumbnail(b)) > 0.2
+    assert change_fraction(thumbnail(a), thumbnail(car_scene(red, rng))) < 0.02
+    gate = SceneGate()
+    gate.check(a, 0.0)
+    gate.captioned(a, 0.0)
+    assert gate.check(car_scene(red, rng), 1.0) == (False, False)
+    assert gate.check(b, 2.0) == (True, True)
+
+
+def test_the_demo_videos_colour_cut_is_caught(tmp_path):
+    """The demo's scene video (its seed and size): the cut at frame 360 changes colour
+    more than brightness (a grey thumbnail missed it); every cut of it is a change."""
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))), "scripts"))
+    import demo
+    path = str(tmp_path / "scenes.mp4")
+    demo.scene_video(path, scenes=7, seconds=2.0)
+    capture, frames = cv2.VideoCapture(path), []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(thumbnail(frame))
+    assert len(frames) == 420
+    changes = [change_fraction(frames[cut - 1], frames[cut]) for cut in range(60, 420, 60)]
+    assert min(changes) > 0.1, changes

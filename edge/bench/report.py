@@ -35,10 +35,11 @@ def speedups(rows):
     return out
 
 
-def table_cells(rows):
-    """Header and string cells, one list per row, in COLUMNS order."""
+def table_cells(rows, busy=False):
+    """Header and string cells, one list per row, in COLUMNS order; ``busy``: the
+    machine was too busy for ratios (``edge.bench.load``), the x torch column is "-"."""
     cells = []
-    for row, speed in zip(rows, speedups(rows)):
+    for row, speed in zip(rows, [None] * len(rows) if busy else speedups(rows)):
         lat, stages = row.get("latency_ms") or {}, row.get("stages_ms") or {}
         values = {"speedup": speed, "p50": lat.get("p50"), "p95": lat.get("p95"),
                   "p99": lat.get("p99"), "resize": stages.get("resize"),
@@ -52,9 +53,9 @@ def table_cells(rows):
     return [title for _, title in COLUMNS], cells
 
 
-def text_table(rows):
+def text_table(rows, busy=False):
     """A fixed-width table for the terminal."""
-    header, cells = table_cells(rows)
+    header, cells = table_cells(rows, busy)
     widths = [max([len(header[i])] + [len(c[i]) for c in cells]) for i in range(len(header))]
     lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths))]
     lines.append("  ".join("-" * w for w in widths))
@@ -63,9 +64,9 @@ def text_table(rows):
     return "\n".join(lines)
 
 
-def markdown_table(rows):
+def markdown_table(rows, busy=False):
     """The same table in GitHub markdown."""
-    header, cells = table_cells(rows)
+    header, cells = table_cells(rows, busy)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for line in cells:
         lines.append("| " + " | ".join(line) + " |")
@@ -102,12 +103,8 @@ def summary_lines(report):
                          settings.get("frames"), settings.get("warmup"), settings.get("batch"),
                          settings.get("distinct_frames"), report.get("source"),
                          settings.get("threads") or "default"))
-    machine = report.get("machine") or {}
-    if machine.get("loadavg"):
-        lines.append("load average at start %s, at end %s (on %s usable CPUs)" % (
-            "/".join("%.1f" % x for x in machine["loadavg"]),
-            "/".join("%.1f" % x for x in machine.get("loadavg_end") or []),
-            machine.get("cpus_usable", machine.get("cpu_count"))))
+    if report.get("load"):
+        lines.append(report["load"]["line"])
     live = report.get("live")
     if live:
         lines.append("live loop (%s, %s frames, headless): display %s FPS, captions %s/s, "
@@ -185,7 +182,8 @@ def grouped_skips(skipped):
 
 def render_text(report):
     """The terminal report: table then summary lines."""
-    return "\n".join([text_table(report.get("results", []))] + summary_lines(report))
+    return "\n".join([text_table(report.get("results", []), _busy(report))]
+                     + summary_lines(report))
 
 
 def render_markdown(report):
@@ -195,7 +193,15 @@ def render_markdown(report):
         machine.get("cpu"), machine.get("cpus_usable", machine.get("cpu_count")),
         machine.get("memory_mb"), (report.get("versions") or {}).get("onnxruntime"))
     bullets = ["- %s" % line.strip() for line in summary_lines(report)]
-    return "\n".join([head, "", markdown_table(report.get("results", [])), ""] + bullets) + "\n"
+    warning = (["**Busy machine: these speeds are not a result.** %s." % report["load"]["line"],
+                ""] if _busy(report) else [])
+    return "\n".join([head, ""] + warning + [markdown_table(report.get("results", []),
+                                                            _busy(report)), ""]
+                     + bullets) + "\n"
+
+
+def _busy(report):
+    return bool((report.get("load") or {}).get("busy"))
 
 
 def write_json(report, path):
@@ -226,7 +232,9 @@ def write_plot(report, path):
     ax.set_xticks(range(len(rows)))
     ax.set_xticklabels(labels, fontsize=7)
     ax.set_ylabel("captions / s")
-    ax.set_title("nanocap: %s" % ((report.get("machine") or {}).get("cpu") or ""), fontsize=9)
+    ax.set_title("nanocap: %s%s" % ((report.get("machine") or {}).get("cpu") or "",
+                                    " (BUSY machine: not a result)" if _busy(report) else ""),
+                 fontsize=9)
     for i, v in enumerate(values):
         ax.text(i, v, "%.0f" % v, ha="center", va="bottom", fontsize=7)
     fig.tight_layout()
