@@ -24,7 +24,7 @@ import socket
 import time
 
 from edge.errors import NanocapError
-from edge.outbox import Outbox
+from edge.outbox import Outbox, camera_name, caption_message
 
 DEFAULT_TOPIC = "nanocap"
 HA_PREFIX = "homeassistant"
@@ -52,10 +52,6 @@ def parse_mqtt_uri(uri):
 def node_id():
     """This device's name for topics and discovery ids: the hostname, [a-z0-9_]."""
     return re.sub(r"[^a-z0-9_]+", "_", socket.gethostname().lower()).strip("_") or "nanocap"
-
-
-def camera_name(index):
-    return "cam%d" % int(index)
 
 
 def discovery_config(topic, index, node, version="0"):
@@ -143,12 +139,11 @@ class MqttSink(object):
 
     def add_caption(self, record):
         """Queue a shown caption (``record``: a ``caption_record`` dict, optional ``input``)."""
-        if not record.get("shown", True):
+        payload = caption_message(record)
+        if payload is None:
             return
-        index = int(record.get("input", 0))
-        payload = dict(record, input=index, camera=camera_name(index), time=round(time.time(), 3))
         text = json.dumps(payload)
-        base = "%s/%s" % (self.config["topic"], camera_name(index))
+        base = "%s/%s" % (self.config["topic"], payload["camera"])
         self.outbox.put(("%s/caption" % base, text, False))
         self.outbox.put(("%s/state" % base, text, True))
 

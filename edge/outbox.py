@@ -12,6 +12,21 @@ import threading
 import time
 
 
+def camera_name(index):
+    """Input ``index``'s name in topics, ids and messages: ``cam<index>``."""
+    return "cam%d" % int(index)
+
+
+def caption_message(record):
+    """The message that leaves the device for a ``caption_record`` dict: the same
+    fields plus ``input`` (index), ``camera`` and ``time`` (Unix s); None when the
+    caption was not shown (only shown captions are published)."""
+    if not record.get("shown", True):
+        return None
+    index = int(record.get("input", 0))
+    return dict(record, input=index, camera=camera_name(index), time=round(time.time(), 3))
+
+
 class Rejected(Exception):
     """Raised by ``send`` for an item the far side refused for good (not retried)."""
 

@@ -9,11 +9,9 @@ rejection: that caption is dropped and counted as failed. The live loop never
 waits for the receiver.
 """
 import json
-import time
 
 from edge.errors import NanocapError
-from edge.mqtt import camera_name
-from edge.outbox import Outbox, Rejected
+from edge.outbox import Outbox, Rejected, caption_message
 
 from urllib.error import HTTPError
 from urllib.request import Request, urlopen
@@ -58,11 +56,9 @@ class WebhookSink(object):
 
     def add_caption(self, record):
         """Queue a shown caption record (``caption_record`` dict, optional ``input``)."""
-        if not record.get("shown", True):
-            return
-        index = int(record.get("input", 0))
-        self.outbox.put(dict(record, input=index, camera=camera_name(index),
-                             time=round(time.time(), 3)))
+        payload = caption_message(record)
+        if payload is not None:
+            self.outbox.put(payload)
 
     def _send(self, payload):
         request = Request(self.url, data=json.dumps(payload).encode("utf-8"),
