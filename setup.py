@@ -3,10 +3,12 @@ from setuptools import find_packages, setup
 
 TRAIN = ["torch>=1.13", "torchvision>=0.14", "pycocoevalcap>=1.2", "tqdm"]
 EXPORT = ["onnx>=1.12", "onnxruntime>=1.10"]
-EDGE = ["opencv-python>=4.1", "onnxruntime>=1.10"]
+# paho-mqtt: the mqtt:// output (1.6.1 is the newest for the Jetson's Python 3.6)
+MQTT = ["paho-mqtt>=1.6"]
+EDGE = ["opencv-python>=4.1", "onnxruntime>=1.10"] + MQTT
 # gpu replaces onnxruntime: install it instead of [edge]/[export], never beside them.
 GPU = ["onnxruntime-gpu>=1.10", "tensorrt"]
-DEV = TRAIN + EXPORT + ["opencv-python-headless>=4.1", "pytest", "vermin", "matplotlib"]
+DEV = TRAIN + EXPORT + MQTT + ["opencv-python-headless>=4.1", "pytest", "vermin", "matplotlib"]
 
 setup(
     name="nanocap",
@@ -17,7 +19,8 @@ setup(
     packages=find_packages(include=["edge", "edge.*", "export", "export.*", "train", "train.*"]),
     python_requires=">=3.6",
     install_requires=["numpy>=1.19"],
-    extras_require={"train": TRAIN, "export": EXPORT, "edge": EDGE, "gpu": GPU, "dev": DEV},
+    extras_require={"train": TRAIN, "export": EXPORT, "edge": EDGE, "gpu": GPU, "mqtt": MQTT,
+                    "dev": DEV},
     entry_points={"console_scripts": [
         "nanocap-train=train.__main__:entry",
         "nanocap-export=export.__main__:entry",

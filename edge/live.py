@@ -25,6 +25,7 @@ from edge.captioner import AsyncCaptioner, FpsMeter, latency_percentiles
 from edge.errors import NanocapError
 from edge.gate import SceneGate, ShownCaption
 from edge.overlay import draw_overlay
+from edge.publish import publisher_stats
 from edge.recorder import Recorder
 from edge.sinks import VideoSink, caption_record, save_snapshot
 from edge.sources import FrameGrabber
@@ -207,6 +208,9 @@ class LiveLoop(object):
             "recorded_frames": sum(r.written for r in recorders),
             "record_dropped": sum(r.dropped for r in recorders),
             "error": self.grabber.error or next((r.error for r in recorders if r.error), None)})
+        outputs = publisher_stats(self.sinks)
+        if outputs:
+            data["outputs"] = outputs
         return data
 
 

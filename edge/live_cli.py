@@ -29,12 +29,13 @@ def get_parser():
         epilog="inputs: 0 | /dev/video0 | v4l2:///dev/video0 | csi://0 | FILE | file://FILE |"
                " rtsp://... | gst://PIPELINE | synthetic://[?fps=30&frames=N&width=W&height=H]"
                " | IMAGE | FOLDER\noutputs: display://0 | OUT.mp4 | OUT.avi | http://@:8080 |"
-               " http://127.0.0.1:8080\n"
+               " http://127.0.0.1:8080 | mqtt://HOST[:PORT]/TOPIC | webhook+http(s)://HOST/PATH\n"
                "keys: q/Esc quit, space pause, s snapshot")
     add = parser.add_argument
     add("input", help="input URI (see below)")
     add("outputs", nargs="*", metavar="OUTPUT",
-        help="display://0, video files and/or http://HOST:PORT web views")
+        help="display://0, video files, http://HOST:PORT web views, mqtt://HOST[:PORT]/TOPIC "
+             "brokers and/or webhook+http(s)://... receivers")
     add("--bundle", required=True, help="bundle directory (nanocap.json + ONNX graphs)")
     add("--headless", action="store_true", help="no window (recording and log still work)")
     add("--log", metavar="FILE.jsonl", help="one JSON line per new caption")
@@ -74,6 +75,10 @@ def get_parser():
                                                     "(default %(default)s)")
     add("--web-clients", type=int, default=8, help="web view: streams at once (default "
                                                    "%(default)s; then 503)")
+    add("--mqtt-ha-discovery", action="store_true",
+        help="mqtt:// outputs: publish Home Assistant discovery (a caption sensor per input)")
+    add("--webhook-header", action="append", default=[], metavar="'NAME: VALUE'",
+        help="webhook outputs: an extra HTTP header (repeatable), e.g. 'Authorization: Bearer T'")
     add("--debug", action="store_true", help="show tracebacks")
     return parser
 
@@ -105,6 +110,7 @@ def _open_all(args):
     from edge.bundle import load_bundle
     from edge.sinks import CaptionLog, open_outputs
     from edge.sources import open_source
+    from edge.webhook import parse_header
 
     bundle = load_bundle(args.bundle)
     source = open_source(args.input, args.width, args.height, args.fps, args.latency,
@@ -116,7 +122,9 @@ def _open_all(args):
         opened.append(backend)
         sinks = open_outputs(args.outputs, source.fps, args.headless,
                              {"token": args.web_token, "fps": args.web_fps,
-                              "clients": args.web_clients, "message": _message})
+                              "clients": args.web_clients, "message": _message},
+                             {"ha_discovery": args.mqtt_ha_discovery, "message": _message,
+                              "headers": [parse_header(h) for h in args.webhook_header]})
         opened.extend(sinks)
         log = CaptionLog(args.log, backend.name) if args.log else None
     except BaseException:

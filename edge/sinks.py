@@ -15,6 +15,7 @@ import cv2
 from edge.display import window_problem
 from edge.errors import NanocapError
 
+PUBLISH_SCHEMES = ("mqtt://", "mqtts://", "webhook+http://", "webhook+https://")
 VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "MJPG", ".mov": "mp4v"}
 
 
@@ -162,10 +163,11 @@ class CaptionLog(object):
                 self.handle = None
 
 
-def open_outputs(outputs, fps, headless=False, web_options=None):
+def open_outputs(outputs, fps, headless=False, web_options=None, publish_options=None):
     """Sinks for output names: ``display://N`` windows (skipped when ``headless``),
-    ``http://HOST:PORT`` web views (``edge.web.WebView(name, **web_options)``) and
-    video files. With no outputs, a window if a display exists."""
+    ``http://HOST:PORT`` web views (``edge.web.WebView(name, **web_options)``),
+    ``mqtt://`` brokers and ``webhook+http(s)://`` receivers (``edge.publish``, with
+    ``publish_options``) and video files. With no outputs, a window if a display exists."""
     if not outputs and not headless and display_available():
         outputs = ["display://0"]
     sinks = []
@@ -177,6 +179,9 @@ def open_outputs(outputs, fps, headless=False, web_options=None):
             elif name.startswith("http://"):
                 from edge.web import WebView
                 sinks.append(WebView(name, **(web_options or {})))
+            elif name.startswith(PUBLISH_SCHEMES):
+                from edge.publish import open_publisher
+                sinks.append(open_publisher(name, **(publish_options or {})))
             else:
                 sinks.append(VideoSink(name, fps))
     except NanocapError:

@@ -3,7 +3,7 @@
 
     python scripts/benchmark_fps.py --bundle DIR [--checkpoint CKPT]
         [--backends torch,ort-cpu,ort-cuda,ort-trt,trt] [--precisions fp32,fp16,int8]
-        [--decode greedy,beam] [--frames N] [--warmup N] [--source URI] [--batch N]
+        [--decode greedy,beam] [--frames N] [--warmup N] [--source URI] [--batch 1,2,4,8]
         [--json OUT] [--markdown OUT] [--plot OUT.png]
 
 Combinations that cannot run here are listed as skipped with the reason. The
@@ -53,7 +53,9 @@ def get_parser():
     p.add_argument("--warmup", type=int, default=5, help="uncounted warm-up calls (default 5)")
     p.add_argument("--source", default="synthetic://",
                    help="where frames come from: synthetic://, an image folder or a video file")
-    p.add_argument("--batch", type=int, default=1, help="frames per call (default 1)")
+    p.add_argument("--batch", default="1",
+                   help="frames per call, or a comma list of sizes measured one after the other "
+                        "(1,2,4,8: one frame of each of B cameras per call; default 1)")
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads for ONNX Runtime and PyTorch alike (default 1: steady "
                    "on a shared machine; 0: all usable cores)")
@@ -194,7 +196,10 @@ def _ratio(top, bottom):
 
 def headline(report):
     """Key ratios for the last stdout line (and the demo's report)."""
-    rows = dict(((r["backend"], r["precision"], r["decode"]), r) for r in report["results"])
+    results = report["results"]
+    smallest = min([r.get("batch", 1) for r in results] or [1])
+    rows = dict(((r["backend"], r["precision"], r["decode"]), r) for r in results
+                if r.get("batch", 1) == smallest)
     torch, ort, int8 = (rows.get((name, precision, "greedy"), {}) for name, precision in
                         (("torch", "fp32"), ("ort-cpu", "fp32"), ("ort-cpu", "int8")))
     rate = lambda row: row.get("captions_per_s")          # noqa: E731
@@ -210,13 +215,25 @@ def headline(report):
             "fraction_of_cpu_roofline": _ratio(cpu[0]["roofline_ms"] if cpu else None,
                                                (ort.get("stages_ms") or {}).get("inference")),
             "live_display_fps": (report.get("live") or {}).get("display_fps"),
-            "busy": (report.get("load") or {}).get("busy")}
+            "busy": (report.get("load") or {}).get("busy"),
+            "batch_gain": batch_gain(results, smallest)}
+
+
+def batch_gain(results, smallest):
+    """``{batch: aggregate captions/s / that at the smallest batch}`` for ONNX
+    Runtime fp32 greedy (the captioner's multi-camera path); {} with one size."""
+    rates = dict((r.get("batch", 1), r["captions_per_s"]) for r in results
+                 if (r["backend"], r["precision"], r["decode"]) == ("ort-cpu", "fp32", "greedy"))
+    base = rates.get(smallest)
+    return dict((str(b), _ratio(rate, base)) for b, rate in sorted(rates.items())
+                if b != smallest and base)
 
 
 def main(argv):
     args = get_parser().parse_args(argv)
-    if args.frames < 1 or args.batch < 1 or args.warmup < 0 or args.threads < 0:
-        raise NanocapError("--frames and --batch must be >= 1, --warmup and --threads >= 0")
+    batches = bench.parse_batches(args.batch)
+    if args.frames < 1 or args.warmup < 0 or args.threads < 0:
+        raise NanocapError("--frames must be >= 1, --warmup and --threads >= 0")
     args.threads = args.threads or usable_cpus()
     bundle = load_bundle(args.bundle)
     combos = bench.plan(bench.parse_list(args.backends, bench.BACKENDS, "backends"),
@@ -231,14 +248,18 @@ def main(argv):
         "?" if before is None else "%.2f" % before, usable_cpus(), args.threads,
         "" if args.threads == 1 else "s"), flush=True)
     print("benchmark: %d combinations, %d captions each (%d distinct frames from %s, "
-          "%dx%d), warm-up %d, batch %d" % (len(combos), args.frames, len(frames), args.source,
+          "%dx%d), warm-up %d, batch %s" % (len(combos), args.frames, len(frames), args.source,
                                             frames[0].shape[1], frames[0].shape[0], args.warmup,
-                                            args.batch), flush=True)
+                                            ",".join(map(str, batches))), flush=True)
     peak = bench_system.matmul_peak_with_threads(args.threads, n=MATMUL_N)
-    rows, skipped = bench.run_plan(
-        combos, make_opener(bundle, args.checkpoint, args.beam_size, args.threads), frames,
-        args.frames, args.warmup, args.batch,
-        progress=lambda text: print("  measuring %s" % text, flush=True))
+    rows, skipped = [], []
+    for batch in batches:
+        got, missed = bench.run_plan(
+            combos, make_opener(bundle, args.checkpoint, args.beam_size, args.threads), frames,
+            args.frames, args.warmup, batch,
+            progress=lambda text: print("  measuring %s batch %d" % (text, batch), flush=True))
+        rows.extend(got)
+        skipped.extend(m for m in missed if batch == batches[0])
     live_frames = args.frames if args.live_frames is None else args.live_frames
     live = live_row(bundle, args.source, live_frames) if live_frames > 0 else None
     cost = model_cost(bundle, args.beam_size)
@@ -250,13 +271,13 @@ def main(argv):
     machine["loadavg_end"] = load_average()
     report = {"machine": machine, "versions": bench_system.versions(), "model": cost,
               "bundle": os.path.abspath(args.bundle), "source": args.source,
-              "settings": {"frames": args.frames, "warmup": args.warmup, "batch": args.batch,
+              "settings": {"frames": args.frames, "warmup": args.warmup, "batch": batches,
                            "distinct_frames": len(frames), "beam_size": args.beam_size,
                            "threads": args.threads},
               "matmul_peak_gflops": peak,
               "matmul_n": MATMUL_N, "matmul_threads": args.threads,
               "results": rows, "skipped": skipped, "live": live, "operators": operators,
-              "nano_estimate": roofline.nano_rows(cost, operators),
+              "nano_estimate": roofline.nano_rows(cost, operators, batches=batches),
               "cpu_estimate": roofline.cpu_rows(cost, peak, matvec_ceiling(bundle, cost,
                                                                            args.threads))}
     report["load"] = load_verdict(before, (machine["loadavg_end"] or [None])[0],

@@ -127,8 +127,8 @@ def test_machine_versions_and_matmul_peak():
     info = bench_system.machine_info()
     assert info["cpu_count"] >= 1 and info["memory_mb"] > 0
     assert bench_system.versions()["onnxruntime"]
-    assert bench_system.matmul_peak_gflops(n=128, seconds=0.05) > 0.1
-    assert bench_system.matmul_peak_with_threads(1, n=128, seconds=0.05) > 0.1  # child process
+    assert bench_system.matmul_peak_gflops(n=128, seconds=0.05) > 0  # a figure, whatever the load
+    assert bench_system.matmul_peak_with_threads(1, n=128, seconds=0.05) > 0  # child process
 
 
 def test_ort_matvec_ceiling_streams_the_step_weights():
@@ -271,7 +271,34 @@ def test_cli_writes_json_schema_and_reports_skips(tiny_bundle, tiny_checkpoint, 
     skipped = set((s["backend"], s["precision"]) for s in report["skipped"])
     assert {("ort-cuda", "fp32"), ("trt", "fp32"), ("ort-cpu", "int8")} <= skipped
     assert report["live"]["frames"] == 10 and report["live"]["display_fps"] > 0
-    assert "skipped ort-cuda" in out and "| ort-cpu | fp32 | greedy |" in open(out_md).read()
+    assert "skipped ort-cuda" in out and "| ort-cpu | fp32 | greedy | 1 |" in open(out_md).read()
+
+
+def test_cli_batches_side_by_side(tiny_bundle, tmp_path):
+    """--batch 1,2,4: a row per size, the batched captions equal one frame at a time
+    (agreement with the batch-1 row), aggregate and per-stream rates, the Nano
+    estimate per size (weights read once per call)."""
+    out_json = str(tmp_path / "b.json")
+    code, out, err = _script("--bundle", tiny_bundle, "--backends", "ort-cpu", "--precisions",
+                             "fp32", "--decode", "greedy,beam", "--frames", "8", "--warmup", "1",
+                             "--batch", "4,1,2", "--source", "synthetic://?width=160&height=120",
+                             "--live-frames", "0", "--json", out_json)
+    assert code == 0, err
+    report = json.load(open(out_json))
+    rows = [(r["decode"], r["batch"]) for r in report["results"]]
+    assert rows == [("greedy", 1), ("beam", 1), ("greedy", 2), ("beam", 2), ("greedy", 4),
+                    ("beam", 4)]
+    assert all(r["agreement"] == 1.0 and r["captions"] == 8 for r in report["results"])
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert set(summary["batch_gain"]) == {"2", "4"} and summary["batch_gain"]["4"] > 0
+    assert "batch 4, ort-cpu fp32 greedy:" in out and "per stream" in out
+    nano = [(r["decode"], r["batch"]) for r in report["nano_estimate"]]
+    assert ("greedy", 4) in nano and ("beam", 1) in nano
+    by_batch = dict((r["batch"], r) for r in report["nano_estimate"] if r["decode"] == "greedy")
+    assert by_batch[4]["memory_ms"] == by_batch[1]["memory_ms"]          # weights read once
+    assert by_batch[4]["captions_per_s"] > by_batch[1]["captions_per_s"]
+    code, _, err = _script("--bundle", tiny_bundle, "--batch", "1,0")
+    assert code == 2 and "--batch" in err and len(err.strip().splitlines()) == 1
 
 
 def test_cli_bad_arguments_are_one_line(tiny_bundle, tmp_path):

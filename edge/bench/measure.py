@@ -56,6 +56,17 @@ def parse_list(text, allowed, what):
     return items
 
 
+def parse_batches(text):
+    """``"1,2,4,8"`` (or ``"4"``) -> ``[1, 2, 4, 8]``: frames per call, each >= 1."""
+    try:
+        sizes = [int(t) for t in str(text).split(",") if t.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise NanocapError("--batch: expected sizes >= 1 such as 1 or 1,2,4,8 (got %r)" % text)
+    return sorted(set(sizes))
+
+
 # -- memory -----------------------------------------------------------------
 
 def _proc_status_kb(key):

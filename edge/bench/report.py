@@ -9,7 +9,7 @@ Input is the report dict of ``scripts/benchmark_fps.py``::
 """
 import json
 
-COLUMNS = (("backend", "backend"), ("precision", "prec"), ("decode", "decode"),
+COLUMNS = (("backend", "backend"), ("precision", "prec"), ("decode", "decode"), ("batch", "batch"),
            ("captions_per_s", "captions/s"), ("speedup", "x torch"),
            ("p50", "p50 ms"), ("p95", "p95 ms"), ("p99", "p99 ms"),
            ("resize", "resize"), ("inference", "infer"), ("decode_ms", "detok"),
@@ -25,12 +25,13 @@ def _fmt(value, digits=1):
 
 
 def speedups(rows):
-    """captions/s of each row divided by the torch fp32 row with the same decode."""
-    base = dict((r["decode"], r["captions_per_s"]) for r in rows
+    """captions/s of each row divided by the torch fp32 row with the same decode
+    and batch size."""
+    base = dict(((r["decode"], r.get("batch", 1)), r["captions_per_s"]) for r in rows
                 if r["backend"] == "torch" and r["precision"] == "fp32")
     out = []
     for row in rows:
-        ref = base.get(row["decode"])
+        ref = base.get((row["decode"], row.get("batch", 1)))
         out.append(row["captions_per_s"] / ref if ref and row["captions_per_s"] else None)
     return out
 
@@ -84,6 +85,7 @@ def summary_lines(report):
     elif model.get("note"):
         lines.append("model: %s" % model["note"])
     lines.extend(cost_lines(report))
+    lines.extend(batch_lines(report))
     peak = report.get("matmul_peak_gflops")
     if peak:
         lines.append("CPU fp32 matmul peak (numpy, %dx%d, %s): %.1f GFLOP/s" % (
@@ -100,7 +102,9 @@ def summary_lines(report):
     if settings:
         lines.append("%s captions per combination after %s warm-up calls, batch %s, %s distinct "
                      "frames from %s, threads %s" % (
-                         settings.get("frames"), settings.get("warmup"), settings.get("batch"),
+                         settings.get("frames"), settings.get("warmup"),
+                         ",".join(str(b) for b in settings["batch"])
+                         if isinstance(settings.get("batch"), list) else settings.get("batch"),
                          settings.get("distinct_frames"), report.get("source"),
                          settings.get("threads") or "default"))
     if report.get("load"):
@@ -158,12 +162,36 @@ def cost_lines(report):
     elif ops.get("note"):
         lines.append(ops["note"])
     for row in report.get("nano_estimate") or []:
-        lines.append("%s roofline ESTIMATE (upper bound, not measured), %s: compute %.2f ms, "
-                     "weights %.2f ms, %d kernels x %.0f us = %.2f ms -> >= %.2f ms, <= %.0f "
+        lines.append("%s roofline ESTIMATE (upper bound, not measured), %s, batch %d: compute "
+                     "%.2f ms, weights %.2f ms, %d kernels x %.0f us = %.2f ms -> >= %.2f ms, <= %.0f "
                      "captions/s (%s-bound)" % (
-                         row["device"], row["decode"], row["compute_ms"], row["memory_ms"],
+                         row["device"], row["decode"], row.get("batch", 1), row["compute_ms"],
+                         row["memory_ms"],
                          row["kernels"], 1e3 * row["launch_ms"] / max(row["kernels"], 1),
                          row["launch_ms"], row["estimate_ms"], row["captions_per_s"], row["bound"]))
+    return lines
+
+
+def batch_lines(report):
+    """Per batch size (a call captions one frame of each of B inputs): captions/s
+    in aggregate and per stream, call latency, and the gain over batch 1, for
+    every backend/precision/decode measured at more than one batch size."""
+    groups, lines = {}, []
+    for row in report.get("results", []):
+        groups.setdefault((row["backend"], row["precision"], row["decode"]), []).append(row)
+    for (backend, precision, decode), rows in groups.items():
+        single = [r for r in rows if r.get("batch", 1) == 1]
+        if len(rows) < 2:
+            continue
+        base = single[0]["captions_per_s"] if single else None
+        for row in sorted(rows, key=lambda r: r.get("batch", 1)):
+            batch, rate = row.get("batch", 1), row.get("captions_per_s")
+            gain = " = %.2fx batch 1" % (rate / base) if base and rate else ""
+            lines.append("batch %d, %s %s %s: %s captions/s in all%s, %s per stream, call "
+                         "latency p50 %s ms" % (batch, backend, precision, decode,
+                                                 _fmt(rate), gain,
+                                                 _fmt(rate / batch if rate else None),
+                                                 _fmt((row.get("latency_ms") or {}).get("p50"))))
     return lines
 
 

@@ -45,10 +45,26 @@ def estimate(flops, weight_bytes, kernels, device=None):
             "bound": max(terms, key=terms.get)}
 
 
-def nano_rows(model_cost, operators, device=None):
+def batched(row, batch):
+    """``estimate``'s figures for one call of ``batch`` frames, given ``row`` for
+    one frame: compute scales with the batch, the weights are read once per
+    step for the whole batch and the kernels are launched once per call. Adds
+    ``batch`` and ``captions_per_s`` (all the call's captions)."""
+    batch = int(batch)
+    compute_ms = row["compute_ms"] * batch
+    roofline_ms = max(compute_ms, row["memory_ms"])
+    total = roofline_ms + row["launch_ms"]
+    terms = {"compute": compute_ms, "memory": row["memory_ms"], "launch": row["launch_ms"]}
+    return dict(row, batch=batch, compute_ms=compute_ms, roofline_ms=roofline_ms,
+                estimate_ms=total, captions_per_s=1e3 * batch / total if total > 0 else None,
+                bound=max(terms, key=terms.get))
+
+
+def nano_rows(model_cost, operators, device=None, batches=(1,)):
     """Estimates for greedy (one graph) and beam (step-wise) captions from the
-    benchmark's ``model`` cost and ``operators`` summaries; ``[]`` when either
-    lacks what is needed (no torch or onnx on this machine)."""
+    benchmark's ``model`` cost and ``operators`` summaries, one row per batch
+    size in ``batches`` (``batched``); ``[]`` when either lacks what is needed
+    (no torch or onnx on this machine)."""
     flops = (model_cost or {}).get("flops_per_caption") or {}
     fp16 = ((model_cost or {}).get("weight_bytes_per_caption") or {}).get("fp16") or {}
     kernels = (operators or {}).get("kernels_per_caption") or {}
@@ -57,7 +73,7 @@ def nano_rows(model_cost, operators, device=None):
         if flops.get(decode) and fp16.get(decode) and kernels.get(decode):
             row = estimate(flops[decode], fp16[decode], kernels[decode], device)
             row.update(decode=decode, device=(device or NANO_FP16)["name"])
-            rows.append(row)
+            rows.extend(batched(row, batch) for batch in batches)
     return rows
 
 
