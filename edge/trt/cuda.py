@@ -44,6 +44,10 @@ class PyCudaDevice(object):
     def name(self):
         return self.device.name()
 
+    def total_memory(self):
+        """The GPU's memory in bytes (a Nano's 4 GB are shared with the CPU)."""
+        return int(self.device.total_memory())
+
     @contextlib.contextmanager
     def active(self):
         """Make the context current on this thread for the duration."""
