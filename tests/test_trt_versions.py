@@ -53,7 +53,7 @@ def test_every_graph_builds_and_runs(beam_bundles, tmp_path, monkeypatch, major,
         feeds = _feeds(bundle, graph, frames)
         session = ort.InferenceSession(bundle.graph_path(graph), providers=["CPUExecutionProvider"])
         want = session.run(None, feeds)
-        for precision in ("fp32", "fp16"):
+        for precision in ("fp32", "fp16") if major == 8 else ("fp16",):  # the default
             path = trt_build.ensure_engine(bundle, graph, precision, max_batch=4, log=str)
             assert ".%s.trt%s." % (precision, ".".join(VERSIONS[major].split(".")[:3])) in path
             got = trt_runner.TrtGraph(path)(feeds)

@@ -21,6 +21,10 @@ Used by ``edge.backends.TrtBackend``::
   runner works from any thread. Nothing happens at import time (no
   ``pycuda.autoinit``); tensorrt and pycuda are imported on first use, and
   their absence is one ``NanocapError`` line naming what to install.
+- ``open_caption(bundle, precision)``: the greedy caption as one engine where its
+  weights fit the GPU, else encoder + greedy step engines (``greedy_steps``).
+- ``TrtGraph.set_shapes`` / ``launch`` run an engine on device pointers (no host
+  copies), for drivers that keep tensors on the GPU between engines.
 """
 import os
 
