@@ -97,3 +97,18 @@ def test_mask_after_end_matches_the_graph_rule():
     masked, masked_scores = mask_after_end(tokens, scores, 2)
     np.testing.assert_array_equal(masked, [[5, 2, 0, 0], [2, 0, 0, 0], [4, 4, 4, 4]])
     assert masked_scores[0, 2] == 0 and masked_scores[0, 1] == -1 and masked_scores[2, 3] == -11
+
+
+def test_export_trt_builds_the_step_engines_where_the_caption_would_not_fit(
+        beam_bundles, tmp_path, monkeypatch, capsys):
+    import json
+    from export.__main__ import main as export_main
+    use_fake(monkeypatch, 8)
+    bundle = _bundle(beam_bundles, "fc", tmp_path)
+    _small_gpu(monkeypatch, bundle)
+    assert export_main(["trt", "--bundle", bundle.directory, "--graphs", "caption"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert "building the encoder and greedy step engines instead" in out[0]
+    assert sorted(json.loads(out[-1])) == ["decoder_step_greedy", "encoder"]
+    assert not [n for n in os.listdir(bundle.directory) if n.startswith("caption.")
+                and n.endswith(".engine")]
