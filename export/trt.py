@@ -38,8 +38,10 @@ def _engines(bundle, graphs, precision):
     """``[(graph, head)]`` to build: where the caption engine would not fit this GPU
     (``edge.trt.greedy_steps.caption_fits``), the engines the device captions with
     instead (encoder + greedy-headed decoder_step), said on stdout."""
+    from edge.trt.build import import_tensorrt
     from edge.trt.cuda import gpu_total_memory
     from edge.trt.greedy_steps import caption_fits
+    import_tensorrt()  # no TensorRT is said first, before any GPU question
     wanted = [(g, None) for g in graphs]
     if "caption" in graphs:
         fits, held, budget = caption_fits(bundle, precision, gpu_total_memory())
