@@ -7,7 +7,9 @@ EXPORT = ["onnx>=1.12", "onnxruntime>=1.10"]
 MQTT = ["paho-mqtt>=1.6"]
 EDGE = ["opencv-python>=4.1", "onnxruntime>=1.10"] + MQTT
 # gpu replaces onnxruntime: install it instead of [edge]/[export], never beside them.
-GPU = ["onnxruntime-gpu>=1.10", "tensorrt"]
+# TensorRT pinned to the API generations edge/trt is tested against (10.x, 11.0; the
+# Nano's 8.2 comes with JetPack); pycuda moves the runner's data (docs/tensorrt.md).
+GPU = ["onnxruntime-gpu>=1.10", "tensorrt>=10.3,<11.1", "pycuda>=2022.1"]
 DEV = TRAIN + EXPORT + MQTT + ["opencv-python-headless>=4.1", "pytest", "vermin", "matplotlib"]
 
 setup(

@@ -33,6 +33,8 @@ import numpy as np
 
 from edge.errors import NanocapError
 from edge.image import resize
+from edge.ort_trt import (TRT_PROVIDER, building_note, provider_options, refused_option,
+                          trt_options)
 from edge.search import beam_search, trim_tokens
 
 CaptionResult = namedtuple("CaptionResult", "text tokens latency_ms")
@@ -222,29 +224,40 @@ class OrtBackend(Backend):
     name = "ort"
 
     def __init__(self, bundle, precision="fp32", decode="greedy", beam_size=3,
-                 providers=None, threads=None):
+                 providers=None, threads=None, trt_fp16=None):
         Backend.__init__(self, bundle, precision, decode, beam_size)
         self.ort = import_onnxruntime()
         self.wanted = ort_provider_order(self.ort.get_available_providers(), providers)
         self.threads = threads
+        # TensorRT provider kernels: fp16 unless fp32 was asked for (the Nano's fastest)
+        self.trt_fp16 = precision != "fp32" if trt_fp16 is None else bool(trt_fp16)
         self.sessions = {}
         self._open_all()
         self.providers = list(self.sessions[self.graphs[0]].get_providers())
 
-    def _session(self, path, providers):
+    def _session(self, path, providers, options):
         return self.ort.InferenceSession(path, sess_options=session_options(self.ort, self.threads),
-                                         providers=providers)
+                                         providers=providers,
+                                         provider_options=provider_options(providers, options))
 
     def open_graph(self, name, path):
-        """Open ``path``; a provider that fails to start is dropped and the next tried."""
+        """Open ``path``; a provider that fails to start is dropped and the next tried.
+        The TensorRT provider caches its engines beside the bundle (``edge.ort_trt``);
+        an option its ONNX Runtime does not know is dropped and the session retried."""
         providers, last = list(self.wanted), None
+        options = trt_options(self.bundle.directory, name, self.trt_fp16)
+        if TRT_PROVIDER in providers:
+            note = building_note(self.bundle.directory, name, self.trt_fp16)
+            if note:
+                sys.stderr.write(note + "\n")
         while providers:
             try:
-                self.sessions[name] = self._session(path, providers)
+                self.sessions[name] = self._session(path, providers, options)
                 return
             except Exception as exc:  # ORT raises its own exception types
                 last = exc
-                providers = providers[1:]
+                if options.pop(refused_option(exc) or "", None) is None:
+                    providers = providers[1:]
         raise NanocapError("ONNX Runtime cannot load %s: %s" % (path, str(last).splitlines()[0]
                                                                if str(last) else repr(last)))
 
@@ -283,6 +296,9 @@ class TrtBackend(Backend):
 
     def open_graph(self, name, path):
         kwargs = {} if self.workspace_mb is None else {"workspace_mb": self.workspace_mb}
+        if name == "caption":  # one engine where it fits the GPU, else step engines
+            self.engines[name] = self.runner.open_caption(self.bundle, self.precision, **kwargs)
+            return
         engine = self.runner.engine_for(self.bundle, name, self.precision, **kwargs)
         self.engines[name] = self.runner.TrtGraph(engine)
 
@@ -346,4 +362,5 @@ def open_backend(bundle, backend="auto", precision=None, decode="greedy", beam_s
                 raise
             (log or sys.stderr).write("nanocap: TensorRT not usable (%s); using ONNX Runtime\n"
                                       % exc)
-    return OrtBackend(bundle, precision or "fp32", decode, beam_size, providers=providers)
+    return OrtBackend(bundle, precision or "fp32", decode, beam_size, providers=providers,
+                      trt_fp16=precision in (None, "fp16", "int8"))

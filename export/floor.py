@@ -1,9 +1,12 @@
 """The graph compatibility floor (JetPack 4.6: TensorRT 8.2, ONNX Runtime 1.10).
 
 Every exported graph must pass ``check_floor``: opset <= 13, IR version <= 7,
-none of Loop/NonZero/OneHot/Mod, token tensors int32 at the boundary, ArgMax on
-floating-point data only, TopK's K a constant, static shapes except the batch
-(first) axis, and ``onnx.checker``. ``floor_problems`` lists every violation.
+none of Loop/NonZero/OneHot/Mod, token tensors int32 at the boundary, static
+shapes except the batch (first) axis, ``onnx.checker``, and node by node only
+the ops and input element types TensorRT 8.2's ONNX parser imports (the table
+in ``export/trt_ops.py``, cited from onnx-tensorrt 8.0-GA/8.2-GA: no BOOL
+GatherElements, ArgMax/TopK on float only, TopK's K a constant, ...).
+``floor_problems`` lists every violation.
 
 ``operator_counts`` counts a graph's operators for the benchmark: ``Constant``
 nodes are not operators (runtimes turn them into weights), and shape-only
@@ -14,11 +17,11 @@ import onnx
 from onnx import TensorProto
 
 from edge.errors import NanocapError
+from export.trt_ops import graph_problems
 
 MAX_OPSET = 13
 MAX_IR_VERSION = 7
 FORBIDDEN_OPS = ("Loop", "NonZero", "OneHot", "Mod")
-FLOATS = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE)
 # Boundary tensors that carry token ids must be int32 (TensorRT has no int64).
 TOKEN_NAMES = ("tokens", "token")
 
@@ -41,15 +44,6 @@ def default_opset(model):
     return 0
 
 
-def _elem_types(model):
-    """Tensor name -> element type, from inputs, outputs, value_info, initializers."""
-    graph = model.graph
-    types = dict((t.name, t.data_type) for t in graph.initializer)
-    for info in list(graph.input) + list(graph.output) + list(graph.value_info):
-        types[info.name] = info.type.tensor_type.elem_type
-    return types
-
-
 def _boundary_problems(model):
     problems = []
     for info in list(model.graph.input) + list(model.graph.output):
@@ -67,31 +61,24 @@ def _boundary_problems(model):
     return problems
 
 
-def _node_problems(model):
+def _node_problems(model, tensorrt):
+    """Forbidden ops, foreign domains and, with ``tensorrt``, every node TensorRT 8.2
+    would not import (op and input element types: ``export.trt_ops``)."""
     problems = []
-    graph = model.graph
-    constants = set(t.name for t in graph.initializer)
-    constants.update(o for n in graph.node if n.op_type == "Constant" for o in n.output)
-    types = _elem_types(model)
-    for node in graph.node:
+    for node in model.graph.node:
         if node.op_type in FORBIDDEN_OPS:
             problems.append("forbidden op %s (%s)" % (node.op_type, node.name))
         if node.domain not in ("", "ai.onnx"):
             problems.append("op %s from non-standard domain %r" % (node.op_type, node.domain))
-        if node.op_type == "ArgMax":
-            elem = types.get(node.input[0])
-            if elem is None:
-                problems.append("ArgMax %s input type unknown" % node.name)
-            elif elem not in FLOATS:
-                problems.append("ArgMax %s runs on %s, not float"
-                                % (node.name, TensorProto.DataType.Name(elem)))
-        if node.op_type == "TopK" and (len(node.input) < 2 or node.input[1] not in constants):
-            problems.append("TopK %s has a computed K (must be a constant)" % node.name)
-    return problems
+    return problems + (graph_problems(model) if tensorrt else [])
 
 
-def floor_problems(model_or_path):
-    """Every floor violation of a model (list of strings; empty when it passes)."""
+def floor_problems(model_or_path, tensorrt=True):
+    """Every floor violation of a model (list of strings; empty when it passes).
+
+    ``tensorrt=False`` skips the node table, for graphs TensorRT never builds:
+    the int8 (QDQ, uint8 activations) variants are ONNX Runtime's; TensorRT
+    builds INT8 from the fp32 graph with its own calibration."""
     model = _as_model(model_or_path)
     problems = []
     if model.ir_version > MAX_IR_VERSION:
@@ -107,12 +94,13 @@ def floor_problems(model_or_path):
         inferred = onnx.shape_inference.infer_shapes(model)
     except Exception:  # shape inference failing is reported through types below
         inferred = model
-    return problems + _boundary_problems(model) + _node_problems(inferred)
+    return problems + _boundary_problems(model) + _node_problems(inferred, tensorrt)
 
 
-def check_floor(model_or_path, name="graph"):
-    """Raise ``NanocapError`` listing the violations, if any."""
-    problems = floor_problems(model_or_path)
+def check_floor(model_or_path, name="graph", tensorrt=True):
+    """Raise ``NanocapError`` listing the violations, if any (``tensorrt``: as
+    ``floor_problems``)."""
+    problems = floor_problems(model_or_path, tensorrt)
     if problems:
         raise NanocapError("%s does not meet the JetPack 4.6 floor: %s"
                            % (name, "; ".join(problems)))

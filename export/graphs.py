@@ -89,7 +89,8 @@ class BeamGraph(nn.Module):
     score float32 [N] (summed log-probability / length ** length_norm).
     The rules of ``train.decoding.beam_search`` (the reference it is checked
     against), in TensorRT 8.2's op set: TopK with a constant K, beams reordered
-    with GatherElements, integer Div instead of Mod, a finite ``NEG`` for -inf.
+    with GatherElements (on float and int32 data only: the finished flags are
+    gathered as int32 0/1), integer Div instead of Mod, a finite ``NEG`` for -inf.
     """
 
     def __init__(self, model, start_id, end_id, max_len, beam_size, length_norm, pad_id=0):
@@ -128,7 +129,8 @@ class BeamGraph(nn.Module):
             token = (flat - origin * vocab).to(torch.int32)
             state = torch.gather(flat_state.reshape(-1, k, width), 1,
                                  origin.unsqueeze(2).expand(-1, -1, width))
-            was_done = torch.gather(done, 1, origin)
+            # TensorRT 8.2 gathers no BOOL (export/trt_ops.py): gather 0/1 int32, compare
+            was_done = torch.gather(done.to(torch.int32), 1, origin) > 0
             lengths = torch.gather(lengths, 1, origin) + (~was_done).float()
             step_tokens = torch.where(was_done, torch.zeros_like(token), token).unsqueeze(2)
             if history is None:

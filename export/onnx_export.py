@@ -262,6 +262,15 @@ def add_arguments(parser):
                         help="skip the agreement and speed check against PyTorch and fp32")
 
 
+def print_engine_weights(bundle_dir, meta, log=print):
+    """Per fp32 graph, the weight bytes a TensorRT parser that copies per use would
+    hold next to the ONNX's own, against the Nano's budget (``edge.trt.engine_size``)."""
+    from edge.trt.engine_size import describe, engine_weights
+    for graph in sorted(meta["graphs"]):
+        name = meta["graphs"][graph]["fp32"]["file"]
+        log(describe(name, engine_weights(os.path.join(bundle_dir, name))))
+
+
 def run(args):
     import json
     meta = export_bundle(args.checkpoint, args.out, precisions=args.precision,
@@ -272,6 +281,7 @@ def run(args):
     for name, digest in sorted(meta["files"].items()):
         size = os.path.getsize(os.path.join(args.out, name))
         print("%-28s %8.1f KiB  sha256 %s" % (name, size / 1024.0, digest[:16]))
+    print_engine_weights(args.out, meta)
     print(json.dumps({"bundle": args.out, "files": sorted(meta["files"]),
                       "max_len": meta["max_len"], "scores": meta.get("scores", {}),
                       "agreement": meta.get("agreement", {})}, sort_keys=True))

@@ -192,7 +192,7 @@ def add_variants(out_dir, meta, precisions, calib_images=None):
                                       op_types=QUANT_OPS[graph])
             else:
                 raise NanocapError("no converter for precision %s" % precision)
-            check_floor(model, os.path.basename(dst))
+            check_floor(model, os.path.basename(dst), tensorrt=precision != "int8")
             entry = {"file": os.path.basename(dst)}
             entry.update(describe_io(model))
             variants[precision] = entry

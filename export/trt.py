@@ -3,6 +3,9 @@
 Thin wrapper over ``edge.trt.build.ensure_engine``, the builder the device runtime
 also calls on first run. Prints one line per engine and, last, one JSON object
 ``{graph: engine file}``. Without TensorRT or a GPU: one line, non-zero exit.
+Where the one-graph caption engine would not fit the GPU (a Nano at the design
+size, docs/tensorrt.md), it builds what the device captions with instead:
+``encoder`` and ``decoder_step_greedy``.
 """
 import json
 import os
@@ -31,6 +34,26 @@ def add_arguments(parser):
     parser.add_argument("--force", action="store_true", help="rebuild even if current")
 
 
+def _engines(bundle, graphs, precision):
+    """``[(graph, head)]`` to build: where the caption engine would not fit this GPU
+    (``edge.trt.greedy_steps.caption_fits``), the engines the device captions with
+    instead (encoder + greedy-headed decoder_step), said on stdout."""
+    from edge.trt.build import import_tensorrt
+    from edge.trt.cuda import gpu_total_memory
+    from edge.trt.greedy_steps import caption_fits
+    import_tensorrt()  # no TensorRT is said first, before any GPU question
+    wanted = [(g, None) for g in graphs]
+    if "caption" in graphs:
+        fits, held, budget = caption_fits(bundle, precision, gpu_total_memory())
+        if not fits:
+            print("caption: %.0f MiB of per-use weights > this GPU's %.0f MiB budget: "
+                  "building the encoder and greedy step engines instead"
+                  % (held / 1048576.0, budget / 1048576.0))
+            wanted = [w for w in wanted if w[0] not in ("caption", "encoder")]
+            wanted = [("encoder", None), ("decoder_step", "greedy")] + wanted
+    return wanted
+
+
 def run(args):
     if args.workspace_mb < 1 or args.max_batch < 1:
         raise NanocapError("--workspace-mb and --max-batch must be positive")
@@ -45,14 +68,15 @@ def run(args):
         raise NanocapError("--graphs takes %s (the graphs in this bundle), not %r"
                            % (",".join(present), args.graphs))
     built = {}
-    for graph in graphs:
+    for graph, head in _engines(bundle, graphs, args.precision):
         path = ensure_engine(bundle, graph, args.precision, workspace_mb=args.workspace_mb,
                              max_batch=args.max_batch, calib_images=args.calib_images,
-                             force=args.force)
+                             force=args.force, head=head)
         side = read_sidecar(path) or {}
-        print("%-13s %s  (%s, %.1f MiB)" % (graph, os.path.basename(path),
+        label = graph + ("_" + head if head else "")
+        print("%-19s %s  (%s, %.1f MiB)" % (label, os.path.basename(path),
                                             side.get("precision", "?"),
                                             os.path.getsize(path) / 1048576.0))
-        built[graph] = os.path.basename(path)
+        built[label] = os.path.basename(path)
     print(json.dumps(built, sort_keys=True))
     return 0

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install nanocap's device runtime on a Jetson (JetPack 4.6.x, Python 3.6).
 #
-#   ORT_WHEEL=/path/or/url/onnxruntime_gpu-1.10.0-cp36-cp36m-linux_aarch64.whl \
+#   ORT_WHEEL=$PWD/onnxruntime_gpu-1.11.0-cp36-cp36m-linux_aarch64.whl \
 #       bash scripts/jetson_setup.sh [--dry-run]
 #
 # Idempotent: every step checks first and skips what is already done, so it can
@@ -10,9 +10,12 @@
 #
 # Environment:
 #   VENV       where to create the virtual environment (default ~/nanocap-venv)
-#   ORT_WHEEL  the onnxruntime-gpu wheel for Python 3.6 from the Jetson Zoo
-#              (https://elinux.org/Jetson_Zoo#ONNX_Runtime); only needed if no
-#              GPU-enabled onnxruntime is installed yet
+#   ORT_WHEEL  a downloaded file: the onnxruntime-gpu wheel for Python 3.6 from the
+#              Jetson Zoo (https://elinux.org/Jetson_Zoo#ONNX_Runtime). Its links are
+#              not wheel URLs pip accepts (a Box download page): save it under its
+#              wheel name first, e.g.
+#                wget -O onnxruntime_gpu-1.11.0-cp36-cp36m-linux_aarch64.whl 'LINK'
+#              Only needed if no GPU-enabled onnxruntime is installed yet.
 #   PYCUDA=0   skip pycuda (only the native TensorRT backend needs it)
 #   FORCE=1    run on a machine that does not look like a Jetson (for testing)
 set -euo pipefail
@@ -25,6 +28,11 @@ DRY_RUN=0
 NUMPY_PIN="numpy==1.19.4"   # 1.19.5's OpenBLAS dies with "Illegal instruction" on the Nano
 PYCUDA_PIN="pycuda<2022"    # the last releases that build on Python 3.6
 PIP_PIN="pip<22"            # pip 21.3.1 is the newest pip for Python 3.6
+
+if [ -n "$ORT_WHEEL" ] && { [ ! -f "$ORT_WHEEL" ] || [ "${ORT_WHEEL%.whl}" = "$ORT_WHEEL" ]; }; then
+    echo "jetson_setup: ORT_WHEEL=$ORT_WHEEL is not a downloaded .whl file; Jetson Zoo links are not wheel URLs pip accepts: wget -O onnxruntime_gpu-1.11.0-cp36-cp36m-linux_aarch64.whl 'LINK', then ORT_WHEEL=\$PWD/onnxruntime_gpu-1.11.0-cp36-cp36m-linux_aarch64.whl" >&2
+    exit 2
+fi
 
 step() { printf '\n== %s\n' "$*"; }
 say() { printf '   %s\n' "$*"; }
@@ -88,9 +96,15 @@ fi
 run "$VENV/bin/python3" -m pip install -q --upgrade "$PIP_PIN"
 
 step "5. numpy ($NUMPY_PIN)"
-if has_module numpy && vpy -c "import numpy,sys; sys.exit(numpy.__version__ == '1.19.5')"; then
+# JetPack's numpy is 1.13.3: beam search needs >= 1.15 (take_along_axis, stable argsort).
+numpy_usable() {
+    vpy -c "import numpy,re,sys; v=numpy.__version__; m=re.match(r'(\d+)\.(\d+)', v); sys.exit(not (m and (int(m.group(1)), int(m.group(2))) >= (1, 19) and v != '1.19.5'))"
+}
+if has_module numpy && numpy_usable; then
     say "numpy $(vpy -c 'import numpy; print(numpy.__version__)') is usable; kept"
 else
+    found="$( (has_module numpy && vpy -c 'import numpy; print(numpy.__version__)') || echo none)"
+    say "numpy $found: older than 1.19 (JetPack ships 1.13.3) or 1.19.5 (Illegal instruction on the Nano)"
     run "$VENV/bin/pip" install "$NUMPY_PIN"
 fi
 

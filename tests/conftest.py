@@ -65,3 +65,27 @@ def tiny_bundle(tiny_checkpoint, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("bundle") / "tiny")
     export_bundle(tiny_checkpoint, out, precisions=("fp32",))
     return out
+
+
+@pytest.fixture(scope="session")
+def beam_bundles(tmp_path_factory):
+    """``{"fc": dir, "att": dir}``: random-weight tiny fc and att models exported with
+    fp32 + fp16 and ``--beam 3`` (T = 5), for the TensorRT tests."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from edge.vocab import SPECIALS, Vocabulary
+    from export.onnx_export import export_bundle
+    from train.checkpoint import save_checkpoint
+    from train.model import Captioner, ModelConfig
+
+    root, bundles = tmp_path_factory.mktemp("beam_bundles"), {}
+    vocab = Vocabulary(list(SPECIALS) + TINY_WORDS)
+    for decoder in ("fc", "att"):
+        torch.manual_seed(1)
+        config = ModelConfig(vocab_size=len(vocab), image_size=64, embed=16, hidden=32,
+                             max_len=5, decoder=decoder)
+        path = str(root / ("%s.pt" % decoder))
+        save_checkpoint(path, Captioner(config, weights="none").eval(), vocab, {"epoch": 0})
+        bundles[decoder] = str(root / decoder)
+        export_bundle(path, bundles[decoder], precisions=("fp32", "fp16"), beam=3)
+    return bundles

@@ -113,6 +113,8 @@ def test_trt_backend_dispatches_to_runner(tiny_bundle, monkeypatch):
         return bundle.graph_path(graph, "fp32")     # the fp32 bundle has no fp16 ONNX
 
     fake.engine_for = engine_for
+    fake.open_caption = lambda bundle, precision, **kw: FakeTrtGraph(
+        engine_for(bundle, "caption", precision, **kw))
     monkeypatch.setitem(sys.modules, "edge.trt.runner", fake)
     frames = _frames()
     ort = open_backend(tiny_bundle, backend="ort", decode="beam")

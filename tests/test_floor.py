@@ -1,4 +1,8 @@
-"""The JetPack 4.6 graph floor: the exported graphs pass, hand-built violations fail."""
+"""The JetPack 4.6 graph floor: the exported graphs pass, hand-built violations fail.
+
+``REFUSED`` holds one small graph per node that TensorRT 8.2's ONNX parser
+refuses (issue 18, point 7); ``tests/test_trt_node_checks.py`` feeds the same
+graphs to the fake TensorRT parser."""
 import os
 
 import pytest
@@ -85,7 +89,7 @@ def test_argmax_on_int_and_int64_tokens():
     model = _model([node], [_vi("x", TensorProto.INT32, ["N", 5])],
                    [_vi("tokens", TensorProto.INT64, ["N"])])
     problems = floor_problems(model)
-    assert any("ArgMax" in p and "not float" in p for p in problems)
+    assert any("ArgMax" in p and "is INT32" in p for p in problems)
     assert any("token tensor tokens" in p for p in problems)
     assert any("int64" in p for p in problems)
 
@@ -111,3 +115,93 @@ def test_topk_k_must_be_constant():
     model = _model(nodes, [_vi("x", TensorProto.FLOAT, ["N", 5])],
                    [_vi("v", TensorProto.FLOAT, ["N", 3])], initializers=[const])
     assert floor_problems(model) == []
+
+
+def _refused_bool_gather():
+    nodes = [helper.make_node("Equal", ["x", "x"], ["b"]),
+             helper.make_node("GatherElements", ["b", "i"], ["g"], axis=1),
+             helper.make_node("Cast", ["g"], ["y"], to=TensorProto.FLOAT)]
+    return _model(nodes, [_vi("x", TensorProto.FLOAT, ["N", 3]),
+                          _vi("i", TensorProto.INT32, ["N", 3])],
+                  [_vi("y", TensorProto.FLOAT, ["N", 3])])
+
+
+def _refused_int_topk():
+    k = helper.make_tensor("k", TensorProto.INT64, [1], [1])
+    nodes = [helper.make_node("TopK", ["x", "k"], ["v", "y"], axis=1)]
+    return _model(nodes, [_vi("x", TensorProto.INT32, ["N", 5])],
+                  [_vi("y", TensorProto.INT64, ["N", 1])], initializers=[k])
+
+
+def _refused_int_argmax():
+    nodes = [helper.make_node("ArgMax", ["x"], ["a"], axis=1),
+             helper.make_node("Cast", ["a"], ["y"], to=TensorProto.INT32)]
+    return _model(nodes, [_vi("x", TensorProto.INT32, ["N", 5])],
+                  [_vi("y", TensorProto.INT32, ["N", 1])])
+
+
+def _refused_bool_where():
+    nodes = [helper.make_node("Equal", ["x", "x"], ["b"]),
+             helper.make_node("Not", ["b"], ["n"]),
+             helper.make_node("Where", ["b", "b", "n"], ["w"]),
+             helper.make_node("Cast", ["w"], ["y"], to=TensorProto.FLOAT)]
+    return _model(nodes, [_vi("x", TensorProto.FLOAT, ["N", 3])],
+                  [_vi("y", TensorProto.FLOAT, ["N", 3])])
+
+
+def _refused_cast_to_bool():
+    nodes = [helper.make_node("Cast", ["x"], ["b"], to=TensorProto.BOOL),
+             helper.make_node("Cast", ["b"], ["y"], to=TensorProto.FLOAT)]
+    return _model(nodes, [_vi("x", TensorProto.FLOAT, ["N", 3])],
+                  [_vi("y", TensorProto.FLOAT, ["N", 3])])
+
+
+def _refused_computed_k():
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Slice", ["s", "one", "two"], ["k"]),
+             helper.make_node("TopK", ["x", "k"], ["v", "i"], axis=1)]
+    one = helper.make_tensor("one", TensorProto.INT64, [1], [1])
+    two = helper.make_tensor("two", TensorProto.INT64, [1], [2])
+    return _model(nodes, [_vi("x", TensorProto.FLOAT, ["N", 5])],
+                  [_vi("v", TensorProto.FLOAT, ["N", 5])], initializers=[one, two])
+
+
+# name -> (graph builder, what the refusal names)
+REFUSED = {"bool_gather_elements": (_refused_bool_gather, "GatherElements"),
+           "int32_topk": (_refused_int_topk, "TopK"),
+           "int32_argmax": (_refused_int_argmax, "ArgMax"),
+           "bool_where_values": (_refused_bool_where, "Where"),
+           "cast_to_bool": (_refused_cast_to_bool, "to BOOL"),
+           "computed_topk_k": (_refused_computed_k, "computed K")}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_nodes_tensorrt_8_2_refuses_fail_the_floor(case):
+    build, named = REFUSED[case]
+    problems = floor_problems(build())
+    assert any(named in p for p in problems), problems
+    with pytest.raises(NanocapError, match="JetPack 4.6 floor"):
+        check_floor(build(), case + ".onnx")
+
+
+def test_a_bool_gather_elements_export_is_refused(tiny_checkpoint, tmp_path, monkeypatch,
+                                                 capsys):
+    """``export onnx`` writes no bundle whose graph fails the node table: the beam
+    graph as it was (GatherElements on the BOOL finished flags) is refused."""
+    import torch
+    from export import graphs
+    from export.__main__ import main as export_main
+    real_gather = torch.gather
+
+    def bool_gather(data, dim, index):  # the beam graph before the int32 fix
+        if data.dtype == torch.int32 and tuple(data.shape) == tuple(index.shape):
+            return real_gather(data.bool(), dim, index).int()
+        return real_gather(data, dim, index)
+    monkeypatch.setattr(graphs.torch, "gather", bool_gather)
+    out = str(tmp_path / "beam")
+    assert export_main(["onnx", "--checkpoint", tiny_checkpoint, "--out", out, "--beam", "2",
+                        "--max-len", "3", "--no-check"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "caption_beam.onnx does not meet" in err[0], err
+    assert "GatherElements" in err[0] and "is BOOL" in err[0]
+    assert not os.path.exists(out)

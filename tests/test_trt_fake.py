@@ -52,6 +52,14 @@ def _frames(n, seed=0):
     return np.random.RandomState(seed).randint(0, 256, (n, 64, 64, 3)).astype(np.uint8)
 
 
+def assert_fp16_agreement(tokens, ref_tokens, logprobs, ref_logprobs):
+    """What an fp16 engine promises against fp32: most tokens (near-ties may flip)
+    and log-probabilities to fp16's resolution; never bit-equality."""
+    assert np.mean(tokens == ref_tokens) >= 0.9
+    same = tokens == ref_tokens
+    np.testing.assert_allclose(logprobs[same], ref_logprobs[same], atol=2e-2)
+
+
 def _ort(bundle_dir, graph, feeds):
     session = ort.InferenceSession(os.path.join(bundle_dir, graph + ".onnx"),
                                    providers=["CPUExecutionProvider"])
@@ -80,8 +88,7 @@ def test_build_run_and_cache(bundle_copy, monkeypatch, major):
     tokens, logprobs = graph({"image": frames})
     ref_tokens, ref_logprobs = _ort(bundle_copy, "caption", {"image": frames})
     assert tokens.dtype == np.int32 and tokens.shape == (10, 8)
-    np.testing.assert_array_equal(tokens, ref_tokens)
-    np.testing.assert_allclose(logprobs, ref_logprobs, atol=1e-5)
+    assert_fp16_agreement(tokens, ref_tokens, logprobs, ref_logprobs)
     assert fake.calls.count("execute") == 3 and cuda.depth == 0 and cuda.max_depth == 1
     graph.close()
 
@@ -286,7 +293,9 @@ def test_fake_aborts_like_tensorrt_when_a_callback_raises(monkeypatch):
     network.inputs.append(type("T", (), {"name": "image", "shape": (-1, 4), "dtype": "float32"}))
     config = builder.create_builder_config()
     config.set_memory_pool_limit("WORKSPACE", 1)
-    config.add_optimization_profile(builder.create_optimization_profile())
+    profile = builder.create_optimization_profile()
+    profile.set_shape("image", (1, 4), (1, 4), (8, 4))
+    config.add_optimization_profile(profile)
     config.set_flag("INT8")
     config.int8_calibrator = Raw()
     config.set_calibration_profile(builder.create_optimization_profile())

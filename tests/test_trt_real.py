@@ -75,7 +75,8 @@ def test_real_engine_builds_runs_and_is_cached(bundle_dir, precision):
     frames = _frames(bundle, 5)  # more than max_batch 4: run in two chunks
     path = engine_for(bundle, "caption", precision, workspace_mb=256, max_batch=4)
     side = read_sidecar(path)
-    assert side["onnx_sha256"] == bundle.meta["files"]["caption.onnx"]
+    # caption.onnx, or on TensorRT 11 (strongly typed) caption.fp16.onnx for fp16
+    assert side["onnx_sha256"] == bundle.meta["files"][side["onnx"]]
     graph = TrtGraph(path)
     tokens, logprobs = graph({"image": frames})
     graph.close()
@@ -91,6 +92,25 @@ def test_real_engine_builds_runs_and_is_cached(bundle_dir, precision):
         fp32.close()
         assert np.mean(tokens == ref) >= 0.8  # fp16 may flip near-ties, not whole captions
     assert engine_for(bundle, "caption", precision, max_batch=4) == path  # cached
+
+
+def test_real_step_engines_caption_like_the_caption_engine(bundle_dir, monkeypatch):
+    """The Nano's greedy path (encoder + TopK-headed decoder_step, tokens on the GPU)
+    gives the caption engine's tokens at fp32."""
+    from edge.bundle import load_bundle
+    from edge.trt.greedy_steps import CAPTION_ENV, StepCaption
+    from edge.trt.runner import open_caption
+    bundle = load_bundle(bundle_dir)
+    frames = _frames(bundle, 3)
+    monkeypatch.setenv(CAPTION_ENV, "graph")
+    want = open_caption(bundle, "fp32", workspace_mb=256, max_batch=4)({"image": frames})
+    monkeypatch.setenv(CAPTION_ENV, "steps")
+    steps = open_caption(bundle, "fp32", workspace_mb=256, max_batch=4)
+    assert isinstance(steps, StepCaption)
+    tokens, logprobs = steps({"image": frames})
+    np.testing.assert_array_equal(tokens, want[0])
+    np.testing.assert_allclose(logprobs, want[1], atol=1e-3)
+    steps.close()
 
 
 def test_backend_default_precision_is_the_fastest(bundle_dir, real_trt):

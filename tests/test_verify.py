@@ -43,7 +43,8 @@ def test_variants_recorded_and_meet_floor(full_bundle):
             # the boundary is unchanged: same names, dtypes, shapes as fp32
             assert entry["inputs"] == fp32["inputs"] and entry["outputs"] == fp32["outputs"]
             model = onnx.load(bundle.graph_path(graph, precision))
-            assert floor_problems(model) == []
+            # int8 (QDQ) graphs are ONNX Runtime's: TensorRT builds INT8 from fp32
+            assert floor_problems(model, tensorrt=precision != "int8") == []
     fp16_ops = set(n.op_type for n in onnx.load(bundle.graph_path("encoder", "fp16")).graph.node)
     assert any(t.data_type == onnx.TensorProto.FLOAT16
                for t in onnx.load(bundle.graph_path("encoder", "fp16")).graph.initializer)

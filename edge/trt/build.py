@@ -1,12 +1,19 @@
 """Build TensorRT engines from a bundle's ONNX graphs, on the target device.
 
-One code path for TensorRT 8.x (JetPack 4.6 on the Nano: explicit-batch network,
-``max_workspace_size``) and 10.x (``set_memory_pool_limit``); both use
+One code path for TensorRT 8.2 (JetPack 4.6 on the Nano: explicit-batch network,
+``max_workspace_size``), 10.x (``set_memory_pool_limit``) and 11 (no precision
+flags, no calibrators: every network is strongly typed). All use
 ``build_serialized_network``, one optimisation profile for the dynamic batch
-(1 .. ``max_batch``), a timing cache, and for INT8 an entropy calibrator that
-writes / reads a calibration cache. ``platform_has_fast_fp16/int8`` are
+(1 .. ``max_batch``) and a timing cache.
+
+Precision: where the builder has precision flags (8.x, 10.x) the fp32 ONNX is
+built with ``BuilderFlag.FP16`` (and ``INT8`` with an entropy calibrator that
+writes / reads a calibration cache); ``platform_has_fast_fp16/int8`` are
 honoured: the Nano has no INT8, so an int8 request builds fp16 there (with a
-message), and a GPU without fast FP16 builds fp32.
+message), and a GPU without fast FP16 builds fp32. Where it has none (11), an
+fp16 engine is built from the bundle's fp16 ONNX as a strongly typed network
+(precision from the ONNX types; a bundle without one builds fp32, saying so), and
+INT8 is one clear error (no calibrator API).
 
 TensorRT (and the ONNX parser of 8.2) has no uint8 tensors: the builder hands
 the parser a copy of the graph whose uint8 ``image`` input is declared float32
@@ -17,6 +24,7 @@ TensorRT versions, so the name says both)::
 
     caption.fp16.trt8.2.1.NVIDIA_Tegra_X1.engine        the plain serialized engine
     caption.fp16.trt8.2.1.NVIDIA_Tegra_X1.engine.json   sidecar: ONNX sha256, I/O, ...
+    decoder_step_greedy.fp16.trt8.2.1.NVIDIA_Tegra_X1.engine   decoder_step + TopK(1)
     timing.trt8.2.1.NVIDIA_Tegra_X1.cache               shared timing cache
     caption.3f2a...(16 hex).trt8.2.1.calib              INT8 calibration cache
 
@@ -42,6 +50,7 @@ from edge.errors import NanocapError
 from edge.trt.calibrator import (CALIB_BATCH, make_calibrator, raise_calibration_error,
                                   write_bytes)
 from edge.trt.cuda import cuda_device, gpu_name
+from edge.trt.heads import HEADS
 from edge.trt.onnx_wire import float_image_inputs
 
 DEFAULT_WORKSPACE_MB = 1024
@@ -78,14 +87,29 @@ def trt_major(trt):
     return int(str(trt.__version__).split(".")[0])
 
 
+def precision_flags(trt):
+    """True where the builder takes ``BuilderFlag.FP16``/``INT8`` (8.x, 10.x); TensorRT
+    11 has neither: its networks are strongly typed (precision from the ONNX types)."""
+    return hasattr(trt.BuilderFlag, "FP16")
+
+
+def has_calibrators(trt):
+    """True where TensorRT has the INT8 calibrator API (8.x, 10.x; not 11)."""
+    return precision_flags(trt) and hasattr(trt, "IInt8EntropyCalibrator2")
+
+
 def safe_name(text):
     """A file-name-safe form of a GPU name: ``NVIDIA Tegra X1`` -> ``NVIDIA_Tegra_X1``."""
     return re.sub(r"[^A-Za-z0-9.-]+", "_", str(text)).strip("_") or "gpu"
 
 
-def engine_file(graph, precision, version, gpu):
-    """``caption.fp16.trt8.2.1.NVIDIA_Tegra_X1.engine``."""
-    return "%s.%s.trt%s.%s.engine" % (graph, precision, version, safe_name(gpu))
+def engine_file(graph, precision, version, gpu, head=None):
+    """``caption.fp16.trt8.2.1.NVIDIA_Tegra_X1.engine`` (``decoder_step_greedy...``
+    with the greedy head)."""
+    label = graph + ("_" + head if head else "")
+    return "%s.%s.trt%s.%s.engine" % (label, precision, version, safe_name(gpu))
+
+
 
 
 # -- building ------------------------------------------------------------------
@@ -119,7 +143,7 @@ def fastest_precision(log=None):
 
 
 def _parse(trt, builder, data, onnx_path):
-    flags = 0
+    flags = 0  # 11: strongly typed, always (its STRONGLY_TYPED flag is deprecated)
     if trt_major(trt) < 10:  # explicit batch is the only mode from 10 on
         flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
     network = builder.create_network(flags)
@@ -192,10 +216,12 @@ def _save_timing_cache(config, path):
 
 def build_engine(onnx_path, engine_path, precision="fp16", workspace_mb=DEFAULT_WORKSPACE_MB,
                  max_batch=DEFAULT_MAX_BATCH, calibration=None, timing_cache=None,
-                 log=None, cuda=None, builder=None):
+                 log=None, cuda=None, builder=None, head=None):
     """Build one engine from ``onnx_path`` and write it to ``engine_path``.
 
-    ``precision``: fp32/fp16/int8 as built (see ``choose_precision`` first).
+    ``precision``: fp32/fp16/int8 as built (see ``choose_precision`` first); without
+    precision flags (TensorRT 11) the ONNX's own types decide and this is a label.
+    ``head``: a key of ``HEADS`` (layers appended to the parsed network).
     ``calibration``: for int8, ``(feeds list or None, cache path)``; a cache that
     exists is used without feeds. ``cuda``: device-memory helper for the
     calibrator (``edge.trt.cuda.cuda_device()`` by default, only when it has feeds).
@@ -206,15 +232,18 @@ def build_engine(onnx_path, engine_path, precision="fp16", workspace_mb=DEFAULT_
     with open(onnx_path, "rb") as handle:
         data, _ = float_image_inputs(handle.read())
     network, parser = _parse(trt, builder, data, onnx_path)
+    if head:
+        HEADS[head][0](trt, network)
     config = builder.create_builder_config()
     _set_workspace(trt, config, workspace_mb)
     config.add_optimization_profile(_profile(builder, network, max_batch))
-    if precision in ("fp16", "int8"):
+    if precision in ("fp16", "int8") and precision_flags(trt):
         config.set_flag(trt.BuilderFlag.FP16)
     inputs = [network.get_input(i) for i in range(network.num_inputs)]
     input_dtypes = dict((t.name, np.dtype(trt.nptype(t.dtype))) for t in inputs)
     calibrator = None
     if precision == "int8":
+        _need_calibrators(trt)
         feeds, cache_path = calibration or (None, None)
         config.set_flag(trt.BuilderFlag.INT8)
         calibrator = make_calibrator(trt, feeds, cache_path, input_dtypes, cuda)
@@ -271,25 +300,51 @@ def _current(path, digest, precision, max_batch):
                 and int(side.get("max_batch", 0)) >= max_batch)
 
 
+def _need_calibrators(trt):
+    if not has_calibrators(trt):
+        raise NanocapError("TensorRT %s has no INT8 calibration (no calibrator API): build "
+                           "fp16 (--precision fp16) or run the bundle's int8 graph with ONNX "
+                           "Runtime (--backend ort --precision int8)" % trt_version(trt))
+
+
+def _source(bundle, graph, precision, typed):
+    """The ONNX variant an engine of ``precision`` is built from: fp32 where the
+    builder has precision flags, else (strongly typed) the graph of that precision;
+    None when the bundle has none."""
+    variant = precision if typed else "fp32"
+    return variant if variant in bundle.precisions(graph) else None
+
+
 def ensure_engine(bundle, graph, precision="fp16", workspace_mb=DEFAULT_WORKSPACE_MB,
                   max_batch=DEFAULT_MAX_BATCH, calib_images=None, force=False, log=None,
-                  cuda=None):
+                  cuda=None, head=None):
     """Path of a current engine for ``graph`` of ``bundle`` (a loaded ``Bundle``),
-    building it when missing, stale (ONNX sha256 changed) or ``force``d."""
+    building it when missing, stale (ONNX sha256 changed) or ``force``d.
+    ``head``: a key of ``HEADS`` (``"greedy"``: decoder_step + TopK(1))."""
     if precision not in FALLBACKS:
         raise NanocapError("TensorRT precision must be fp32, fp16 or int8, not %r" % precision)
     trt = import_tensorrt()
     log = log or _stderr
-    onnx_path = bundle.graph_path(graph, "fp32")  # TensorRT picks fp16/int8 kernels itself
+    typed = not precision_flags(trt)
+    if precision == "int8":
+        _need_calibrators(trt)
     version, gpu = trt_version(trt), (cuda.name() if cuda is not None else gpu_name())
-    digest = sha256_file(onnx_path)
     for candidate in FALLBACKS[precision]:
-        path = os.path.join(bundle.directory, engine_file(graph, candidate, version, gpu))
-        if not force and _current(path, digest, precision, max_batch):
+        variant = _source(bundle, graph, candidate, typed)
+        path = os.path.join(bundle.directory, engine_file(graph, candidate, version, gpu, head))
+        if variant and not force and _current(path, sha256_file(bundle.graph_path(
+                graph, variant)), precision, max_batch):
             return path
     builder = new_builder(trt)
     built_as = choose_precision(builder, precision, log)
-    path = os.path.join(bundle.directory, engine_file(graph, built_as, version, gpu))
+    if _source(bundle, graph, built_as, typed) is None:
+        log("TensorRT %s builds %s from the ONNX's own types and this bundle has no %s %s "
+            "graph (export --precision fp32,%s adds it): building fp32"
+            % (version, built_as, built_as, graph, built_as))
+        built_as = "fp32"
+    onnx_path = bundle.graph_path(graph, _source(bundle, graph, built_as, typed))
+    digest = sha256_file(onnx_path)
+    path = os.path.join(bundle.directory, engine_file(graph, built_as, version, gpu, head))
     calibration = None
     if built_as == "int8":
         calibration = _calibration(bundle, graph, version, digest, calib_images)
@@ -299,19 +354,26 @@ def ensure_engine(bundle, graph, precision="fp16", workspace_mb=DEFAULT_WORKSPAC
             cuda = cuda or cuda_device()
             stack.enter_context(cuda.active())
         build_engine(onnx_path, path, built_as, workspace_mb, max_batch, calibration, timing,
-                     log, cuda, builder)
+                     log, cuda, builder, head)
+    _write_sidecar(path, bundle, graph, onnx_path, digest, built_as, precision, trt, gpu,
+                   max_batch, workspace_mb, head)
+    return path
+
+
+def _write_sidecar(path, bundle, graph, onnx_path, digest, built_as, precision, trt, gpu,
+                   max_batch, workspace_mb, head):
     entry = bundle.graph_entry(graph, "fp32")
     side = {"graph": graph, "onnx": os.path.basename(onnx_path), "onnx_sha256": digest,
             "precision": built_as, "requested_precision": precision, "tensorrt": trt.__version__,
-            "gpu": gpu, "max_batch": max_batch, "workspace_mb": workspace_mb,
+            "gpu": gpu, "max_batch": max_batch, "workspace_mb": workspace_mb, "head": head,
+            "strongly_typed": not precision_flags(trt),
             "inputs": [i["name"] for i in entry["inputs"]],
-            "outputs": [o["name"] for o in entry["outputs"]],
+            "outputs": [o["name"] for o in entry["outputs"]] + (HEADS[head][1] if head else []),
             "built": datetime.datetime.utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")}
     tmp = path + ".json.tmp"
     with open(tmp, "w") as handle:
         json.dump(side, handle, indent=1, sort_keys=True)
     os.replace(tmp, path + ".json")
-    return path
 
 
 def calibration_cache_file(graph, digest, version):

@@ -7,6 +7,8 @@ imported on first use (never ``pycuda.autoinit``); its absence is one
 """
 import atexit
 import contextlib
+import ctypes
+import ctypes.util
 
 from edge.errors import NanocapError
 
@@ -43,6 +45,10 @@ class PyCudaDevice(object):
 
     def name(self):
         return self.device.name()
+
+    def total_memory(self):
+        """The GPU's memory in bytes (a Nano's 4 GB are shared with the CPU)."""
+        return int(self.device.total_memory())
 
     @contextlib.contextmanager
     def active(self):
@@ -89,10 +95,29 @@ def gpu_name(index=0):
     return driver_gpu_name(index)
 
 
+def gpu_total_memory(index=0):
+    """The GPU's memory in bytes: the helper's if one exists, else the CUDA driver's
+    ``cuDeviceTotalMem_v2`` through ctypes (no pycuda)."""
+    if _CUDA:
+        return _CUDA[0].total_memory()
+    lib, device = _driver_device(index)
+    total = ctypes.c_size_t()
+    if lib.cuDeviceTotalMem_v2(ctypes.byref(total), device) != 0:
+        raise NanocapError("cannot read the memory of GPU %d (cuDeviceTotalMem failed)" % index)
+    return int(total.value)
+
+
 def driver_gpu_name(index=0):
     """``cuDeviceGetName`` of GPU ``index`` via ``libcuda`` (ctypes)."""
-    import ctypes
-    import ctypes.util
+    lib, device = _driver_device(index)
+    name = ctypes.create_string_buffer(256)
+    if lib.cuDeviceGetName(name, len(name), device) != 0:
+        raise NanocapError("cannot read the name of GPU %d (cuDeviceGetName failed)" % index)
+    return name.value.decode("utf-8", "replace")
+
+
+def _driver_device(index):
+    """``(libcuda, CUdevice)`` of GPU ``index`` through ctypes, initialised."""
     lib = None
     for candidate in ("libcuda.so.1", "libcuda.so", ctypes.util.find_library("cuda")):
         try:
@@ -104,9 +129,6 @@ def driver_gpu_name(index=0):
     if lib is None:
         raise NanocapError("no NVIDIA driver found (libcuda): TensorRT needs an NVIDIA GPU")
     device = ctypes.c_int()
-    name = ctypes.create_string_buffer(256)
     if lib.cuInit(0) != 0 or lib.cuDeviceGet(ctypes.byref(device), int(index)) != 0:
         raise NanocapError("no usable NVIDIA GPU for TensorRT (cuInit/cuDeviceGet failed)")
-    if lib.cuDeviceGetName(name, len(name), device) != 0:
-        raise NanocapError("cannot read the name of GPU %d (cuDeviceGetName failed)" % index)
-    return name.value.decode("utf-8", "replace")
+    return lib, device

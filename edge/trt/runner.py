@@ -21,6 +21,10 @@ Used by ``edge.backends.TrtBackend``::
   runner works from any thread. Nothing happens at import time (no
   ``pycuda.autoinit``); tensorrt and pycuda are imported on first use, and
   their absence is one ``NanocapError`` line naming what to install.
+- ``open_caption(bundle, precision)``: the greedy caption as one engine where its
+  weights fit the GPU, else encoder + greedy step engines (``greedy_steps``).
+- ``TrtGraph.set_shapes`` / ``launch`` run an engine on device pointers (no host
+  copies), for drivers that keep tensors on the GPU between engines.
 """
 import os
 
@@ -32,14 +36,27 @@ from edge.trt.build import (DEFAULT_MAX_BATCH, DEFAULT_WORKSPACE_MB, ensure_engi
 from edge.trt.cuda import cuda_device
 
 def engine_for(bundle, graph, precision="fp16", workspace_mb=DEFAULT_WORKSPACE_MB,
-               max_batch=DEFAULT_MAX_BATCH, log=None):
+               max_batch=DEFAULT_MAX_BATCH, log=None, head=None):
     """Engine path for ``graph`` of ``bundle`` (a ``Bundle`` or its directory),
-    built on first use and cached beside the ONNX."""
+    built on first use and cached beside the ONNX (``head``: see ``edge.trt.heads``)."""
     if isinstance(bundle, str):
         from edge.bundle import load_bundle
         bundle = load_bundle(bundle)
     return ensure_engine(bundle, graph, precision, workspace_mb=workspace_mb,
-                         max_batch=max_batch, log=log, cuda=cuda_device())
+                         max_batch=max_batch, log=log, cuda=cuda_device(), head=head)
+
+
+def open_caption(bundle, precision="fp16", log=None, **build):
+    """The greedy caption runner for ``bundle``: the one-call caption engine where it
+    fits this GPU, else encoder + greedy step engines (``edge.trt.greedy_steps``).
+    Called like a ``TrtGraph``: ``({"image": frames}) -> [tokens, logprobs]``."""
+    from edge.trt.greedy_steps import open_caption as choose
+    return choose(bundle, precision, cuda_device(), log or _stderr_log, **build)
+
+
+def _stderr_log(message):
+    import sys
+    sys.stderr.write("nanocap: %s\n" % message)
 
 
 class _BindingApi(object):
@@ -120,32 +137,40 @@ class TrtGraph(object):
         wanted = side.get("outputs") or engine_outputs
         self.outputs = [n for n in wanted if n in engine_outputs]
         self.max_batch = int(side.get("max_batch") or DEFAULT_MAX_BATCH)
-        self.memory = {}  # name -> (device allocation, capacity in bytes)
+        self.memory = DeviceBuffers(self.cuda)
 
-    def _buffer(self, name, nbytes):
-        memory, capacity = self.memory.get(name, (None, 0))
-        if memory is None or capacity < nbytes:
-            memory = self.cuda.alloc(nbytes)
-            self.memory[name] = (memory, nbytes)
-        return memory
+    def dtype(self, name):
+        """numpy dtype of input or output ``name``."""
+        return self.api.dtype(name)
+
+    def set_shapes(self, shapes):
+        """Input shapes ``{name: shape}``; returns every output's shape ``{name: shape}``."""
+        for name, shape in shapes.items():
+            self.api.set_input_shape(name, shape)
+        return dict((n, self.api.output_shape(n)) for n in self.api.names
+                    if n not in self.inputs)
+
+    def launch(self, pointers):
+        """Run on device memory: ``pointers`` {every input and output name: device
+        pointer}, after ``set_shapes``; no host copies (inside ``cuda.active()``)."""
+        if not self.api.execute(pointers, self.cuda.stream_handle()):
+            raise NanocapError("TensorRT execution failed for %s" % self.path)
 
     def _run(self, feeds):
-        pointers, outputs = {}, []
+        pointers, outputs, arrays = {}, [], {}
         for name in self.inputs:
             if name not in feeds:
                 raise NanocapError("engine %s needs input %r" % (self.path, name))
-            array = np.ascontiguousarray(feeds[name], dtype=self.api.dtype(name))
-            self.api.set_input_shape(name, array.shape)
-            pointers[name] = self._buffer(name, array.nbytes)
+            arrays[name] = np.ascontiguousarray(feeds[name], dtype=self.api.dtype(name))
+        shapes = self.set_shapes(dict((n, a.shape) for n, a in arrays.items()))
+        for name, array in arrays.items():
+            pointers[name] = self.memory.get(name, array.nbytes)
             self.cuda.to_device(pointers[name], array)
-        for name in self.api.names:
-            if name in self.inputs:
-                continue
-            host = np.empty(self.api.output_shape(name), dtype=self.api.dtype(name))
-            pointers[name] = self._buffer(name, host.nbytes)
+        for name, shape in shapes.items():
+            host = np.empty(shape, dtype=self.api.dtype(name))
+            pointers[name] = self.memory.get(name, host.nbytes)
             outputs.append((name, host))
-        if not self.api.execute(pointers, self.cuda.stream_handle()):
-            raise NanocapError("TensorRT execution failed for %s" % self.path)
+        self.launch(pointers)
         for name, host in outputs:
             self.cuda.to_host(host, pointers[name])
         self.cuda.synchronize()
@@ -164,5 +189,20 @@ class TrtGraph(object):
 
     def close(self):
         """Release device memory and the engine."""
-        self.memory = {}
+        self.memory = DeviceBuffers(self.cuda)
         self.context = self.engine = self.runtime = None
+
+
+class DeviceBuffers(object):
+    """Named device allocations that are reused, and replaced by a larger one when a
+    call needs more bytes than the current one holds (never written past)."""
+
+    def __init__(self, cuda):
+        self.cuda, self.held = cuda, {}  # name -> (allocation, capacity in bytes)
+
+    def get(self, name, nbytes):
+        memory, capacity = self.held.get(name, (None, 0))
+        if memory is None or capacity < nbytes:
+            memory = self.cuda.alloc(nbytes)
+            self.held[name] = (memory, nbytes)
+        return memory
