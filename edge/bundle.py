@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 
+from edge.atomic import write_json
 from edge.errors import NanocapError
 from edge.vocab import Vocabulary
 
@@ -70,12 +71,7 @@ def write_meta(directory, meta):
 
 
 def _dump(directory, meta):
-    path = os.path.join(directory, META_NAME)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as handle:
-        json.dump(meta, handle, indent=1, sort_keys=True)
-        handle.write("\n")
-    os.replace(tmp, path)
+    write_json(os.path.join(directory, META_NAME), meta)
 
 
 def update_scores(directory, precision, scores):

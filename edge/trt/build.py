@@ -37,10 +37,10 @@ import sys
 
 import numpy as np
 
+from edge.atomic import write_bytes, write_json
 from edge.bundle import sha256_file
 from edge.errors import NanocapError
-from edge.trt.calibrator import (CALIB_BATCH, make_calibrator, raise_calibration_error,
-                                  write_bytes)
+from edge.trt.calibrator import CALIB_BATCH, make_calibrator, raise_calibration_error
 from edge.trt.cuda import cuda_device, gpu_name
 from edge.trt.onnx_wire import float_image_inputs
 
@@ -307,10 +307,7 @@ def ensure_engine(bundle, graph, precision="fp16", workspace_mb=DEFAULT_WORKSPAC
             "inputs": [i["name"] for i in entry["inputs"]],
             "outputs": [o["name"] for o in entry["outputs"]],
             "built": datetime.datetime.utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")}
-    tmp = path + ".json.tmp"
-    with open(tmp, "w") as handle:
-        json.dump(side, handle, indent=1, sort_keys=True)
-    os.replace(tmp, path + ".json")
+    write_json(path + ".json", side)
     return path
 
 
