@@ -31,6 +31,7 @@ from collections import namedtuple
 
 import numpy as np
 
+from edge.bundle import check_vocab_size
 from edge.errors import NanocapError
 from edge.image import resize
 from edge.search import beam_search, trim_tokens
@@ -241,10 +242,12 @@ class OrtBackend(Backend):
         while providers:
             try:
                 self.sessions[name] = self._session(path, providers)
-                return
             except Exception as exc:  # ORT raises its own exception types
                 last = exc
                 providers = providers[1:]
+                continue
+            outputs = [(o.name, o.shape) for o in self.sessions[name].get_outputs()]
+            return check_vocab_size(self.bundle, name, outputs, path)
         raise NanocapError("ONNX Runtime cannot load %s: %s" % (path, str(last).splitlines()[0]
                                                                if str(last) else repr(last)))
 
