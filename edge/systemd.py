@@ -93,7 +93,10 @@ def unit_text(argv, python=None, cwd=None, user=USER):
 
 
 def print_unit(argv):
-    """Write the unit to stdout; returns 0 (the exit code)."""
+    """Check the bundle loads, write the unit to stdout; returns 0 (the exit code)."""
+    from edge.bundle import load_bundle
+    from edge.live_cli import get_parser
+    load_bundle(get_parser().parse_args(argv).bundle)
     sys.stdout.write(unit_text(argv))
     sys.stdout.flush()
     return 0
