@@ -7,6 +7,7 @@ prints one JSON line: ok, timed out, refused or reset, other, and the slowest
 answer. Run it a few times: the machine's load shows in the figures.
 """
 import argparse
+import http.client
 import json
 import os
 import re
@@ -35,21 +36,17 @@ def one(port, timeout, results, barrier):
     barrier.wait()
     started = time.time()
     try:
-        sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        sock.sendall(b"GET /status.json HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        data = b""
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        sock.close()
-        kind = "ok" if data.startswith(b"HTTP/1.0 200") else "other"
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        conn.request("GET", "/status.json")
+        response = conn.getresponse()
+        response.read()
+        conn.close()
+        kind = "ok" if response.status == 200 else "other"
     except socket.timeout:
         kind = "timeout"
     except (ConnectionRefusedError, ConnectionResetError):
         kind = "refused_or_reset"
-    except OSError:
+    except (OSError, http.client.HTTPException):
         kind = "other"
     results.append((kind, time.time() - started))
 
