@@ -242,8 +242,9 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def parse_request(self):
+        parsed = BaseHTTPRequestHandler.parse_request(self)    # reads the headers too
         self.server.headers_read(self.connection)
-        return BaseHTTPRequestHandler.parse_request(self)
+        return parsed
 
     def end_headers(self):
         self.send_header("X-Content-Type-Options", "nosniff")

@@ -52,7 +52,7 @@ def test_outputs_that_are_inputs_are_refused_before_anything_opens(tiny_bundle, 
                            else "--max-frames=1"], work)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "refusing" in lines[0] or "twice" in lines[0], lines
+    assert len(lines) == 1 and ("refusing" in lines[0] or "twice" in lines[0]), lines
     assert open(os.path.join(work, "v.mp4"), "rb").read() == before
     assert open(os.path.join(bundle, "nanocap.json"), "rb").read() == meta
     assert sorted(os.listdir(work)) == ["bundle", "frames", "link.mp4", "v.mp4"]

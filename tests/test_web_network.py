@@ -90,10 +90,11 @@ def test_idle_sockets_past_the_fd_limit_neither_block_nor_spin(run):
 
 
 def test_request_headers_have_a_deadline(run):
-    """A client sending its request a byte a second is cut off after the header
+    """A client sending its headers a byte a second is cut off after the header
     deadline (5 s), not kept while it trickles."""
     sock = socket.create_connection(("127.0.0.1", run.port), timeout=20)
-    request, sent, started = b"GET /status.json HTTP/1.0\r\nX-Slow: " + b"a" * 60, 0, time.time()
+    sock.sendall(b"GET /status.json HTTP/1.0\r\n")     # the request line at once...
+    request, sent, started = b"X-Slow: " + b"a" * 60, 0, time.time()   # ...headers slowly
     try:
         while sent < len(request):
             sock.sendall(request[sent:sent + 1])
