@@ -99,7 +99,12 @@ def test_replace_dir_swaps_in_one_step(tmp_path, monkeypatch):
     (new / "nanocap.json").write_text("new")
     assert atomic._exchange(str(new), str(old))       # renameat2 works here
     assert (old / "nanocap.json").read_text() == "new"
-    atomic.replace_dir(str(new), str(old))
+
+    def no_rename(src, dst):
+        raise AssertionError("a rename leaves a moment without the folder")
+    with monkeypatch.context() as patch:                # one exchange, no renames
+        patch.setattr(os, "rename", no_rename)
+        atomic.replace_dir(str(new), str(old))
     assert (old / "nanocap.json").read_text() == "old" and not new.exists()
     monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)
     new.mkdir()
