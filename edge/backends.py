@@ -31,6 +31,7 @@ from collections import namedtuple
 
 import numpy as np
 
+from edge.bundle import check_vocab_size
 from edge.errors import NanocapError
 from edge.image import resize
 from edge.ort_trt import (TRT_PROVIDER, building_note, provider_options, refused_option,
@@ -253,11 +254,13 @@ class OrtBackend(Backend):
         while providers:
             try:
                 self.sessions[name] = self._session(path, providers, options)
-                return
             except Exception as exc:  # ORT raises its own exception types
                 last = exc
                 if options.pop(refused_option(exc) or "", None) is None:
                     providers = providers[1:]
+                continue
+            outputs = [(o.name, o.shape) for o in self.sessions[name].get_outputs()]
+            return check_vocab_size(self.bundle, name, outputs, path)
         raise NanocapError("ONNX Runtime cannot load %s: %s" % (path, str(last).splitlines()[0]
                                                                if str(last) else repr(last)))
 

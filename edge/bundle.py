@@ -2,7 +2,12 @@
 
 ``nanocap.json`` (schema below) plus the ONNX graphs it names. Every listed file
 has its sha256 recorded and checked on load, so a truncated copy or a hand-edited
-graph is refused with one clear line.
+graph is refused with one clear line. The bundle is checked as a whole: every
+graph must be listed in ``files`` (a bundle without ``files`` is refused), every
+name stays inside the bundle folder (no absolute path, no ``..``, no symbolic
+link out), and the vocabulary must match the size of the graphs' vocabulary
+outputs (``VOCAB_OUTPUTS``; checked from ``nanocap.json`` at load and from the
+graph itself when a backend opens it: ``check_vocab_size``).
 
 Schema (version 1)::
 
@@ -31,10 +36,12 @@ import hashlib
 import json
 import os
 
+from edge.atomic import write_json
 from edge.errors import NanocapError
 from edge.vocab import Vocabulary
 
 SCHEMA_VERSION = 1
+VOCAB_OUTPUTS = {"decoder_step": "logprobs"}   # graph -> output [N, V] over the vocabulary
 META_NAME = "nanocap.json"
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -70,12 +77,7 @@ def write_meta(directory, meta):
 
 
 def _dump(directory, meta):
-    path = os.path.join(directory, META_NAME)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as handle:
-        json.dump(meta, handle, indent=1, sort_keys=True)
-        handle.write("\n")
-    os.replace(tmp, path)
+    write_json(os.path.join(directory, META_NAME), meta)
 
 
 def update_scores(directory, precision, scores):
@@ -110,19 +112,59 @@ class Bundle(object):
         return variants[precision]
 
     def graph_path(self, graph, precision="fp32"):
-        """Absolute path of one graph variant's ONNX file."""
-        return os.path.join(self.directory, self.graph_entry(graph, precision)["file"])
+        """Absolute path of one graph variant's ONNX file (inside the bundle)."""
+        return self.inside(self.graph_entry(graph, precision)["file"])
+
+    def inside(self, name):
+        """The path of ``name`` in the bundle; ``NanocapError`` when it is absolute,
+        climbs out with ``..`` or resolves (through links) outside the folder."""
+        folder = os.path.realpath(self.directory)
+        if not isinstance(name, str) or not name:
+            raise NanocapError("bundle %s names %r as a file" % (self.directory, name))
+        path = os.path.join(folder, name)
+        if (os.path.isabs(name) or ".." in name.replace("\\", "/").split("/")
+                or not os.path.realpath(path).startswith(folder + os.sep)):
+            raise NanocapError("bundle %s names %r, which is not a file inside the bundle"
+                               % (self.directory, name))
+        return path
 
     def verify(self):
-        """Check every recorded sha256; ``NanocapError`` naming the first bad file."""
-        for name, expected in sorted(self.meta.get("files", {}).items()):
-            path = os.path.join(self.directory, name)
+        """Check the bundle as a whole (see the module text); ``NanocapError``
+        naming the first bad file."""
+        files = self.meta.get("files")
+        if not isinstance(files, dict) or not files:
+            raise NanocapError("bundle %s lists no files with their sha256 in %s "
+                               "(edited or incomplete; re-export it)" % (self.directory, META_NAME))
+        for name in listed_files(self.meta):
+            if name not in files:
+                raise NanocapError("bundle %s: graph %s has no sha256 in %s's files "
+                                   "(edited; re-export it)" % (self.directory, name, META_NAME))
+        for graph, variants in sorted(self.meta.get("graphs", {}).items()):
+            for entry in variants.values():
+                check_vocab_size(self, graph, [(o.get("name"), o.get("shape"))
+                                               for o in entry.get("outputs", [])],
+                                 "%s (as %s describes it)" % (entry["file"], META_NAME))
+        for name, expected in sorted(files.items()):
+            path = self.inside(name)
             if not os.path.isfile(path):
                 raise NanocapError("bundle file missing: %s" % path)
             if sha256_file(path) != expected:
                 raise NanocapError("bundle file %s does not match its checksum "
                                    "(corrupt or edited; re-export or re-copy the bundle)"
                                    % path)
+
+
+def check_vocab_size(bundle, graph, outputs, where):
+    """``outputs``: ``[(name, shape)]`` of ``graph``; ``NanocapError`` when its
+    vocabulary output's last dimension is a number other than the vocabulary size."""
+    for name, shape in outputs:
+        if name != VOCAB_OUTPUTS.get(graph) or not shape:
+            continue
+        size = shape[-1]
+        if isinstance(size, int) and size != len(bundle.vocab):
+            raise NanocapError("bundle %s: the vocabulary has %d words but %s gives %s over %d "
+                               "(nanocap.json and the graphs come from different exports)"
+                               % (bundle.directory, len(bundle.vocab), where, name, size))
 
 
 def load_bundle(directory, verify=True):

@@ -9,8 +9,19 @@ import cv2
 import numpy as np
 
 from edge.errors import NanocapError
+from edge.image_header import image_size
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+MAX_PIXELS = 50 * 1000 * 1000   # 150 MB as BGR: larger images and frames are refused
+
+
+def check_pixels(width, height, what, max_pixels=None):
+    """``NanocapError`` naming ``what`` when a ``width`` x ``height`` picture is larger
+    than ``max_pixels`` (default ``MAX_PIXELS``; checked before it is decoded)."""
+    max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
+    if int(width) * int(height) > max_pixels:
+        raise NanocapError("%s is %dx%d pixels, more than the %d-megapixel limit: refused "
+                           "before decoding" % (what, width, height, max_pixels // 1000000))
 
 
 def resize(frame, size):
@@ -48,9 +59,10 @@ def jpeg_cut_short(data):
     return data[:2] == JPEG_SOI and data.rfind(JPEG_EOI, max(0, len(data) - EOI_WINDOW)) < 0
 
 
-def read_image(path):
+def read_image(path, max_pixels=None):
     """Read an image file as ``uint8 [H, W, 3]`` BGR; ``NanocapError`` naming the
-    file if it is missing, corrupt, not an image, or a JPEG cut short."""
+    file if it is missing, corrupt, not an image (JPEG, PNG, BMP, WebP, GIF, TIFF,
+    PNM), a JPEG cut short, or larger than ``max_pixels`` by its header."""
     if not os.path.isfile(path):
         raise NanocapError("image not found: %s" % path)
     try:
@@ -60,8 +72,11 @@ def read_image(path):
         raise NanocapError("cannot read image %s: %s" % (path, exc))
     if jpeg_cut_short(data):
         raise NanocapError("damaged image (JPEG cut short, no end marker): %s" % path)
+    size = image_size(data)
+    if size is not None:
+        check_pixels(size[0], size[1], "image %s" % path, max_pixels)
     image = None
-    if data:
+    if size is not None:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None or image.size == 0:
         raise NanocapError("cannot decode image (corrupt or not an image): %s" % path)

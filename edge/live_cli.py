@@ -18,6 +18,8 @@ import threading
 from edge.display import no_window_line, window_problem
 from edge.errors import NanocapError, run_cli
 from edge.gate import DEFAULT_CHANGE, DEFAULT_REFRESH_S, SceneGate
+from edge.paths import check_output_paths
+from edge.systemd import print_unit
 
 PROG = "nanocap-live"
 
@@ -79,6 +81,11 @@ def get_parser():
         help="mqtt:// outputs: publish Home Assistant discovery (a caption sensor per input)")
     add("--webhook-header", action="append", default=[], metavar="'NAME: VALUE'",
         help="webhook outputs: an extra HTTP header (repeatable), e.g. 'Authorization: Bearer T'")
+    add("--web-allow-host", action="append", default=[], metavar="NAME",
+        help="web view: also answer requests for this host name (repeatable; loopback "
+             "names, IP addresses and this machine's name are always allowed)")
+    add("--systemd-unit", action="store_true",
+        help="print a systemd unit that runs this command at boot, then exit")
     add("--debug", action="store_true", help="show tracebacks")
     return parser
 
@@ -122,7 +129,8 @@ def _open_all(args):
         opened.append(backend)
         sinks = open_outputs(args.outputs, source.fps, args.headless,
                              {"token": args.web_token, "fps": args.web_fps,
-                              "clients": args.web_clients, "message": _message},
+                              "clients": args.web_clients, "message": _message,
+                              "allow_hosts": args.web_allow_host},
                              {"ha_discovery": args.mqtt_ha_discovery, "message": _message,
                               "headers": [parse_header(h) for h in args.webhook_header]})
         opened.extend(sinks)
@@ -146,6 +154,9 @@ def main(argv=None):
     if not 0 <= args.change <= 1 or args.refresh < 0:
         raise NanocapError("--change must be within 0..1 and --refresh >= 0 (got %s, %s)"
                            % (args.change, args.refresh))
+    check_output_paths(args)    # nothing given (input, bundle) is ever written over
+    if args.systemd_unit:
+        return print_unit(argv)
     stop_event = threading.Event()
     previous = _install_signals(stop_event)   # before opening: a web view is reachable at once
     sinks, log = [], None

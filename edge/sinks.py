@@ -12,6 +12,7 @@ import time
 
 import cv2
 
+from edge.atomic import write_bytes
 from edge.display import window_problem
 from edge.errors import NanocapError
 
@@ -195,6 +196,10 @@ def save_snapshot(frame, directory=".", index=0):
     """Write ``frame`` as ``nanocap-<time>-<index>.png`` in ``directory``; returns the path."""
     name = "nanocap-%s-%06d.png" % (time.strftime("%Y%m%d-%H%M%S"), int(index))
     path = os.path.join(directory, name)
-    if not cv2.imwrite(path, frame):
-        raise NanocapError("cannot write snapshot %s" % path)
-    return path
+    ok, png = cv2.imencode(".png", frame)
+    try:
+        if ok:
+            return write_bytes(path, png)   # a crash never leaves half a PNG
+    except (IOError, OSError) as exc:
+        raise NanocapError("cannot write snapshot %s: %s" % (path, exc))
+    raise NanocapError("cannot encode snapshot %s" % path)

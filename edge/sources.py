@@ -21,7 +21,7 @@ from collections import namedtuple
 import cv2
 
 from edge.errors import NanocapError
-from edge.image import IMAGE_EXTENSIONS, list_images, read_image
+from edge.image import IMAGE_EXTENSIONS, check_pixels, list_images, read_image
 from edge.synthetic import SyntheticSource, synthetic_options
 
 SourceSpec = namedtuple("SourceSpec", "kind location options")
@@ -129,6 +129,7 @@ class CaptureSource(object):
         capture = self.opener()
         if capture is None or not capture.isOpened():
             raise NanocapError("cannot open %s" % self.name)
+        _check_frame_size(capture, self.name)
         ok, frame = capture.read()
         if not ok or frame is None:
             capture.release()
@@ -160,6 +161,18 @@ class CaptureSource(object):
         if self.capture is not None:
             self.capture.release()
             self.capture = None
+
+
+def _check_frame_size(capture, name):
+    """Refuse (and release) a capture whose frames are larger than
+    ``edge.image.MAX_PIXELS``, before the first frame is read."""
+    width = capture.get(cv2.CAP_PROP_FRAME_WIDTH)
+    height = capture.get(cv2.CAP_PROP_FRAME_HEIGHT)
+    try:
+        check_pixels(width, height, "each frame of %s" % name)
+    except NanocapError:
+        capture.release()
+        raise
 
 
 class ImageSource(object):

@@ -17,7 +17,18 @@ the newest frame; one encoder thread JPEG-encodes it at most ``fps`` times a
 second and only while someone watches, once whatever the number of clients;
 each client thread sends the newest JPEG when it is free (a slow client skips
 frames) through a socket with a send timeout (a stalled client is dropped).
-At most ``clients`` streams at once (``/stream.mjpg`` + ``/events``); then 503.
+At most ``clients`` picture streams (``/stream.mjpg``) and, counted apart,
+``events`` caption streams (``/events``) at once; then 503. A caption stream
+sends a padded keep-alive every ``KEEPALIVE_S`` through a small send buffer,
+so a client that stops reading fills its TCP window and is dropped by the send
+timeout (about two minutes with default buffers) instead of holding its slot.
+
+On the open network (``edge.web_server``): at most ``clients + events +
+SHORT_SLOTS`` connections and threads, a deadline for request headers, a
+listen backlog of 256, and a Host check against DNS rebinding (403 for a Host
+that is not a loopback name, an IP address, the bound host, this machine's
+name or a ``--web-allow-host``). Every answer carries ``X-Content-Type-Options:
+nosniff`` and ``X-Frame-Options: DENY``. An empty token is refused.
 """
 import collections
 import hmac
@@ -31,15 +42,20 @@ import cv2
 
 from edge.errors import NanocapError
 from edge.web_page import page_html
+from edge.web_server import HEADER_TIMEOUT_S, BoundedServer, host_allowed, host_name
 
-from http.server import BaseHTTPRequestHandler, HTTPServer
-from socketserver import ThreadingMixIn
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlparse
 
 ROUTES = ("/", "/stream.mjpg", "/events", "/snapshot.jpg", "/status.json")
 BOUNDARY = "nanocapframe"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 SEND_BUFFER = 256 * 1024    # bytes a stalled client can hold up before the send timeout runs
+EVENT_SEND_BUFFER = 4096    # a caption stream's send buffer: small, so a stall shows soon
+KEEPALIVE_S = 2.0           # a caption stream writes at least this often...
+KEEPALIVE_PAD = 1024        # ...this many bytes (fills a non-reader's window in ~2 min)
+SHORT_SLOTS = 16            # connections beyond the streams: requests being read or answered
+EVENTS = 16                 # caption streams at once
 
 
 def parse_web_uri(uri):
@@ -57,29 +73,31 @@ def parse_web_uri(uri):
     return host, port
 
 
-class _Server(ThreadingMixIn, HTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
 class WebView(object):
     """The web output (see the module text); a sink: ``write(frame)``, ``close()``,
     plus ``add_caption(record)`` and ``status_source`` (a callable -> dict)."""
 
-    def __init__(self, uri, token=None, fps=15.0, clients=8, send_timeout_s=3.0, message=None):
+    def __init__(self, uri, token=None, fps=15.0, clients=8, send_timeout_s=3.0, message=None,
+                 allow_hosts=(), events=EVENTS, header_timeout_s=HEADER_TIMEOUT_S):
         self.host, self.port = parse_web_uri(uri)
         if fps <= 0 or clients < 1:
             raise NanocapError("--web-fps must be > 0 and --web-clients >= 1")
-        self.token, self.fps, self.max_clients = token or None, float(fps), int(clients)
+        if token is not None and not token.strip():
+            raise NanocapError("--web-token is empty (an unset variable?): give a token, or "
+                               "leave the flag out for a view without one")
+        self.token, self.fps, self.max_clients = token, float(fps), int(clients)
+        self.max_events, self.events, self.allow_hosts = int(events), 0, list(allow_hosts)
         self.send_timeout_s = float(send_timeout_s)
         self.cond = threading.Condition()
         self.frame, self.frame_seq, self.jpeg, self.jpeg_seq = None, 0, None, 0
         self.jpeg_from = 0      # frame_seq of the frame behind the newest JPEG
         self.encoded, self.watchers, self.clients, self.closing = 0, 0, 0, False
         self.captions, self.caption_count, self.shown = collections.deque(maxlen=50), 0, None
-        self.sockets, self.status_source, self.started = set(), None, time.time()
+        self.status_source, self.started = None, time.time()
         try:
-            self.server = _Server((self.host, self.port), _Handler)
+            self.server = BoundedServer((self.host, self.port), _Handler,
+                                        self.max_clients + self.max_events + SHORT_SLOTS,
+                                        header_timeout_s)
         except (socket.error, OverflowError) as exc:
             raise NanocapError("cannot serve %s on port %d: %s"
                                % (self.host, self.port, getattr(exc, "strerror", None) or exc))
@@ -144,19 +162,24 @@ class WebView(object):
 
     # -- client threads ---------------------------------------------------------
     def watch(self, stream, frames):
-        """Count a client in: ``stream`` (long-lived: limited to ``max_clients``) and/or
-        ``frames`` (it wants JPEGs: the encoder runs); False when full."""
+        """Count a client in: ``stream`` ("mjpeg" or "events": long-lived, limited to
+        ``max_clients`` and ``max_events``) and/or ``frames`` (it wants JPEGs: the
+        encoder runs); False when full."""
         with self.cond:
-            if stream and self.clients >= self.max_clients:
+            if stream == "mjpeg" and self.clients >= self.max_clients:
                 return False
-            self.clients += int(stream)
+            if stream == "events" and self.events >= self.max_events:
+                return False
+            self.clients += int(stream == "mjpeg")
+            self.events += int(stream == "events")
             self.watchers += int(frames)
             self.cond.notify_all()
             return True
 
     def unwatch(self, stream, frames):
         with self.cond:
-            self.clients -= int(stream)
+            self.clients -= int(stream == "mjpeg")
+            self.events -= int(stream == "events")
             self.watchers -= int(frames)
 
     def next_jpeg(self, after, timeout=1.0):
@@ -188,7 +211,11 @@ class WebView(object):
         data = dict(self.status_source() if self.status_source else {"state": "starting"})
         with self.cond:
             data.update({"uptime_s": round(time.time() - self.started, 1),
-                         "clients": self.clients, "jpeg_encoded": self.encoded,
+                         "clients": self.clients + self.events, "stream_clients": self.clients,
+                         "event_clients": self.events,
+                         "connections": self.server.connections(),
+                         "connections_evicted": self.server.evicted,
+                         "jpeg_encoded": self.encoded,
                          "shown": self.shown, "captions_recent": list(self.captions)[::-1][:20]})
         return data
 
@@ -199,12 +226,7 @@ class WebView(object):
                 return
             self.closing = True
             self.cond.notify_all()
-            sockets = list(self.sockets)
-        for sock in sockets:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except (socket.error, OSError):
-                pass
+        self.server.shut_all()
         self.server.shutdown()
         self.server.server_close()
 
@@ -214,9 +236,21 @@ class _Handler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.0"
     server_version = "nanocap"
+    timeout = HEADER_TIMEOUT_S      # each read while the request comes in
 
     def log_message(self, *args):
         pass
+
+    def parse_request(self):
+        parsed = BaseHTTPRequestHandler.parse_request(self)    # reads the headers too
+        self.server.headers_read(self.connection)
+        return parsed
+
+    def end_headers(self):
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("X-Frame-Options", "DENY")
+        self.send_header("Referrer-Policy", "no-referrer")
+        BaseHTTPRequestHandler.end_headers(self)
 
     def _plain(self, code, text, ctype="text/plain; charset=utf-8"):
         body = text if isinstance(text, bytes) else text.encode("utf-8")
@@ -230,14 +264,17 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         view = self.server.view
         url = urlparse(self.path)
+        if not host_allowed(self.headers.get("Host"), view.host, view.allow_hosts):
+            return self._plain(403, "host %s is not this view's name (--web-allow-host %s "
+                               "allows it)\n" % (host_name(self.headers.get("Host")),
+                                                  host_name(self.headers.get("Host"))))
         if url.path not in ROUTES:
             return self._plain(404, "not found\n")
         if not view.authorized(url.query, self.headers.get("Authorization")):
             return self._plain(401, "a token is needed: ?token=T or Authorization: Bearer T\n")
         self.connection.settimeout(view.send_timeout_s)
-        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
-        with view.cond:
-            view.sockets.add(self.connection)
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, EVENT_SEND_BUFFER
+                                   if url.path == "/events" else SEND_BUFFER)
         try:
             if url.path == "/":
                 self._plain(200, page_html(), "text/html; charset=utf-8")
@@ -249,23 +286,21 @@ class _Handler(BaseHTTPRequestHandler):
                 self._stream(view, url.path == "/events")
         except (socket.error, socket.timeout, OSError, ValueError):
             pass    # the client went away or stalled: only its own thread ends
-        finally:
-            with view.cond:
-                view.sockets.discard(self.connection)
 
     def _snapshot(self, view):
-        view.watch(False, True)
+        view.watch(None, True)
         try:
             jpeg, _ = view.next_jpeg(view.jpeg_seq, timeout=2.0)
         finally:
-            view.unwatch(False, True)
+            view.unwatch(None, True)
         if jpeg is None:
             return self._plain(503, "no frame\n")
         self._plain(200, jpeg, "image/jpeg")
 
     def _stream(self, view, events):
-        if not view.watch(True, not events):
-            return self._plain(503, "too many clients (--web-clients %d)\n" % view.max_clients)
+        if not view.watch("events" if events else "mjpeg", not events):
+            return self._plain(503, "too many caption streams (%d)\n" % view.max_events if events
+                               else "too many clients (--web-clients %d)\n" % view.max_clients)
         try:
             self.send_response(200)
             self.send_header("Cache-Control", "no-store")
@@ -275,9 +310,10 @@ class _Handler(BaseHTTPRequestHandler):
             seq = view.caption_count if events else 0
             while not view.closing:
                 if events:
-                    records, seq = view.next_captions(seq, timeout=10.0)
+                    records, seq = view.next_captions(seq, timeout=KEEPALIVE_S)
                     data = "".join("data: %s\n\n" % json.dumps(r) for r in records)
-                    self.wfile.write((data or ": keep-alive\n\n").encode("utf-8"))
+                    self.wfile.write((data or ": keep-alive %s\n\n" % ("." * KEEPALIVE_PAD))
+                                     .encode("utf-8"))
                 else:
                     jpeg, seq = view.next_jpeg(seq)
                     if jpeg is not None:
@@ -287,4 +323,4 @@ class _Handler(BaseHTTPRequestHandler):
                                          + jpeg + b"\r\n")
                 self.wfile.flush()
         finally:
-            view.unwatch(True, not events)
+            view.unwatch("events" if events else "mjpeg", not events)

@@ -15,8 +15,9 @@ import numpy as np
 import onnx
 import torch
 
+from edge.atomic import make_readable, replace_dir
 from edge.backends import tensorrt_present
-from edge.bundle import PRECISIONS, load_bundle, write_meta
+from edge.bundle import META_NAME, PRECISIONS, load_bundle, write_meta
 from edge.errors import NanocapError
 from edge.search import DEFAULT_LENGTH_NORM
 from export.floor import check_floor, force_ir_version
@@ -105,6 +106,23 @@ def check_arguments(precisions, max_len, beam, batch, calib_images, data, out_di
     return precisions
 
 
+def check_replaceable(out_dir, inputs=()):
+    """``out_dir`` may be replaced: it does not exist, is empty, or is a nanocap
+    bundle (holds ``nanocap.json``) holding none of ``inputs``; anything else
+    (a run folder with its checkpoints, a home folder) is refused with one line."""
+    if not os.path.isdir(out_dir) or not os.listdir(out_dir):
+        return
+    if not os.path.isfile(os.path.join(out_dir, META_NAME)):
+        raise NanocapError("--out %s is a folder that is not a nanocap bundle (no %s): "
+                           "refusing to replace it; give a new folder or an old bundle"
+                           % (out_dir, META_NAME))
+    inside = os.path.realpath(out_dir) + os.sep
+    for path in inputs:
+        if path and os.path.realpath(path).startswith(inside):
+            raise NanocapError("--out %s holds %s, an input of this export: refusing to "
+                               "replace it" % (out_dir, path))
+
+
 def check_frames(calib_images, size, count=32):
     """``(frames uint8 [K,H,W,3], what they are)`` for the agreement report: up to
     ``count`` calibration images, else 16 seeded random-noise frames."""
@@ -137,6 +155,7 @@ def export_bundle(checkpoint_path, out_dir, precisions=("fp32",), max_len=None,
     is complete, so a failed export leaves the old bundle as it was.
     """
     precisions = check_arguments(precisions, max_len, beam, batch, calib_images, data, out_dir)
+    check_replaceable(out_dir, (checkpoint_path, calib_images, data))
     model, vocab, payload = load_checkpoint(checkpoint_path)
     size = (model.config.image_size, model.config.image_size)
     frames = source = None
@@ -158,7 +177,8 @@ def export_bundle(checkpoint_path, out_dir, precisions=("fp32",), max_len=None,
             for precision in precisions:
                 score_bundle(work, precision, data, split, score_limit)
             meta = load_bundle(work).meta
-        _replace_dir(work, out_dir)
+        make_readable(work)
+        replace_dir(work, out_dir)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -193,25 +213,6 @@ def _write_bundle(out_dir, model, vocab, payload, checkpoint_path, precisions, m
     if "int8" in precisions:
         tensorrt_calibration(out_dir, calib_images)
     return meta
-
-
-def _replace_dir(new, old):
-    """Put the complete directory ``new`` in the place of ``old`` (which may not
-    exist): ``old`` is moved aside, ``new`` renamed, then the old one deleted."""
-    aside = None
-    if os.path.isdir(old):
-        aside = tempfile.mkdtemp(prefix=".%s.old-" % os.path.basename(os.path.abspath(old)),
-                                 dir=os.path.dirname(os.path.abspath(old)))
-        os.rmdir(aside)
-        os.rename(old, aside)
-    try:
-        os.rename(new, old)
-    except OSError:
-        if aside:
-            os.rename(aside, old)
-        raise
-    if aside:
-        shutil.rmtree(aside, ignore_errors=True)
 
 
 def tensorrt_calibration(bundle_dir, calib_images, log=print):

@@ -84,6 +84,18 @@ def read_mjpeg_frames(port, count, path="/stream.mjpg", timeout=10):
     return frames
 
 
+def stalled_clients(port, path, count, rcvbuf=4096):
+    """``count`` sockets that ask for ``path`` and never read a byte."""
+    sockets = []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(("GET %s HTTP/1.0\r\n\r\n" % path).encode("ascii"))
+        sockets.append(sock)
+    return sockets
+
+
 def test_parse_web_uri():
     assert parse_web_uri("http://@:8080") == ("0.0.0.0", 8080)
     assert parse_web_uri("http://127.0.0.1:9000") == ("127.0.0.1", 9000)
@@ -161,12 +173,7 @@ def test_client_limit_stalled_client_and_sigint_frees_port(tiny_bundle, tmp_path
                   source="synthetic://?width=640&height=480")
     stalled = []
     try:
-        for _ in range(3):          # connect, ask for the stream, never read a byte
-            sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.connect(("127.0.0.1", run.port))
-            sock.sendall(b"GET /stream.mjpg HTTP/1.0\r\n\r\n")
-            stalled.append(sock)
+        stalled = stalled_clients(run.port, "/stream.mjpg", 3)
         time.sleep(0.5)
         assert run.get("/stream.mjpg", timeout=5)[0] == 503
         time.sleep(7.0)             # past the send timeout: the stalled ones are dropped

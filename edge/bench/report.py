@@ -7,7 +7,7 @@ Input is the report dict of ``scripts/benchmark_fps.py``::
      "results": [rows], "skipped": [...], "live": {...} or None,
      "matmul_peak_gflops": float}
 """
-import json
+from edge import atomic
 
 COLUMNS = (("backend", "backend"), ("precision", "prec"), ("decode", "decode"), ("batch", "batch"),
            ("captions_per_s", "captions/s"), ("speedup", "x torch"),
@@ -233,14 +233,11 @@ def _busy(report):
 
 
 def write_json(report, path):
-    with open(path, "w") as handle:
-        json.dump(report, handle, indent=1, sort_keys=True)
-        handle.write("\n")
+    atomic.write_json(path, report)
 
 
 def write_markdown(report, path):
-    with open(path, "w") as handle:
-        handle.write(render_markdown(report))
+    atomic.write_text(path, render_markdown(report))
 
 
 def write_plot(report, path):

@@ -45,10 +45,10 @@ import sys
 
 import numpy as np
 
+from edge.atomic import write_bytes, write_json
 from edge.bundle import sha256_file
 from edge.errors import NanocapError
-from edge.trt.calibrator import (CALIB_BATCH, make_calibrator, raise_calibration_error,
-                                  write_bytes)
+from edge.trt.calibrator import CALIB_BATCH, make_calibrator, raise_calibration_error
 from edge.trt.cuda import cuda_device, gpu_name
 from edge.trt.heads import HEADS
 from edge.trt.onnx_wire import float_image_inputs
@@ -370,10 +370,8 @@ def _write_sidecar(path, bundle, graph, onnx_path, digest, built_as, precision, 
             "inputs": [i["name"] for i in entry["inputs"]],
             "outputs": [o["name"] for o in entry["outputs"]] + (HEADS[head][1] if head else []),
             "built": datetime.datetime.utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")}
-    tmp = path + ".json.tmp"
-    with open(tmp, "w") as handle:
-        json.dump(side, handle, indent=1, sort_keys=True)
-    os.replace(tmp, path + ".json")
+    write_json(path + ".json", side)
+    return path
 
 
 def calibration_cache_file(graph, digest, version):

@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 
+from edge.atomic import write_bytes
 from edge.errors import NanocapError
 from edge.trt.cuda import cuda_device
 
@@ -89,11 +90,3 @@ def raise_calibration_error(calibrator, onnx_path):
     error = getattr(calibrator, "error", None)
     if error:
         raise NanocapError("INT8 calibration of %s failed in %s" % (onnx_path, error))
-
-
-def write_bytes(path, data):
-    """Write ``data`` (bytes or a buffer) to ``path`` atomically (temp file + rename)."""
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as handle:
-        handle.write(bytes(memoryview(data)))
-    os.replace(tmp, path)
