@@ -174,7 +174,7 @@ class VideoSink(object):
         while free_bytes(self.folder) < need:
             if not (self.segment_s and drop_oldest(self.path)):
                 self._finish()
-                raise DiskFull("disk full (%.1f MB free in %s); recording stopped, %s kept"
+                raise DiskFull("disk full (%.1f MB free in %s); %s kept, playable"
                                % (free_bytes(self.folder) / 1e6, self.folder,
                                   self.files[-1] if self.files else "nothing"))
         if self.max_bytes and self.part_frames % 30 == 0:
