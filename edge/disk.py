@@ -40,7 +40,8 @@ class RotatingLines(object):
         try:
             done = os.write(self.fd, data)
             if done != len(data):
-                raise OSError(errno.ENOSPC, "short write (%d of %d bytes)" % (done, len(data)))
+                raise OSError(errno.ENOSPC, "%s (wrote %d of %d bytes)"
+                              % (os.strerror(errno.ENOSPC), done, len(data)))
         except OSError:
             self._cut()
             raise

@@ -76,7 +76,7 @@ class FrameGrabber(object):
         since = self.reading_since
         if (since is not None and self.source.live and self.lost_at is None
                 and time.time() - since > self.read_timeout_s):
-            self._lost("no frame for %.0f s (read blocked)" % (time.time() - since))
+            self._lost("no frame for %.1f s (read blocked)" % (time.time() - since))
 
     def lost_seconds(self):
         """Seconds since the source was lost, or None while it delivers."""
@@ -110,7 +110,7 @@ class FrameGrabber(object):
             self.reading_since = None
         if frame is not None and self.source.live and \
                 time.time() - since >= 0.95 * self.read_timeout_s:
-            self._lost("no frame for %.0f s (read blocked)" % (time.time() - since))
+            self._lost("no frame for %.1f s (read blocked)" % (time.time() - since))
             return None
         return frame
 
