@@ -272,3 +272,4 @@ def test_blocked_read_is_lost_by_timeout():
     grabber.stop()
     assert [e["event"] for e in events] == ["source_lost", "source_back"]
     assert events[1]["outage_s"] >= 0.4 and grabber.outages == 1
+    assert events[1]["reopens"] >= 1        # the stale frame ended nothing: a reopen did
