@@ -273,3 +273,20 @@ def test_lost_camera_shown_marked_logged_not_recorded(tiny_bundle, tmp_path):
     events = [l for l in read_log(str(tmp_path / "caps.jsonl")) if "event" in l]
     assert [e["event"] for e in events] == ["source_lost", "source_back"]
     assert events[0]["source"] == "camera /dev/video9"
+
+
+def test_field_flags_on_py36(tiny_bundle, tmp_path):
+    """The Jetson floor (Python 3.6 runtime venv): segments, caps and a failing log."""
+    from tests.conftest import PY36, PY36_MISSING
+    if PY36 is None:
+        pytest.skip(PY36_MISSING)
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(__file__)))
+    env.pop("PYTHONHOME", None)
+    result = subprocess.run([PY36, "-m", "edge", SYNTH % 120, "rec.avi", "--bundle",
+                             tiny_bundle, "--headless", "--log", "/dev/full", "--segment-min",
+                             "0.0167", "--record-max-gb", "0.01"], cwd=str(tmp_path), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            universal_newlines=True, timeout=300)
+    assert result.returncode == 1 and "/dev/full" in summary_of(result)["error"], result.stderr
+    kept = segments(str(tmp_path / "rec.avi"))
+    assert len(kept) >= 3 and all(len(count_frames(n)) > 0 for n, _ in kept)
