@@ -78,6 +78,20 @@ def edge(args, cwd):
     return finish(process, None)
 
 
+def http_get(port, path, timeout=10):
+    """The whole HTTP/1.0 reply (head and body) to ``GET path`` on loopback ``port``."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    sock.sendall(("GET %s HTTP/1.0\r\n\r\n" % path).encode())
+    reply = b""
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            break
+        reply += data
+    sock.close()
+    return reply
+
+
 def reader(port, stop, counts, index):
     """A client reading /stream.mjpg as fast as it can; counts JPEG parts."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
@@ -124,14 +138,7 @@ def check_web(bundle, work, seconds, clients=20):
     result["exposure_line"] = any("visible on the network" in l for l in lines)
     process, port, _ = start(["synthetic://?width=160&height=120", "http://@:0", "--bundle",
                               bundle, "--headless", "--web-token", "t0ken"], work)
-    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-    sock.sendall(b"GET /stream.mjpg HTTP/1.0\r\n\r\n")
-    reply = b""
-    while True:
-        data = sock.recv(65536)
-        if not data:
-            break
-        reply += data
+    reply = http_get(port, "/stream.mjpg")
     finish(process)
     result["no_token_401"] = reply.startswith(b"HTTP/1.0 401")
     result["no_token_image_bytes"] = reply.count(b"\xff\xd8")
@@ -261,8 +268,10 @@ class RtspCamera(object):
         self.port = int(self.url.rsplit(":", 1)[1].split("/")[0])
 
     def stop(self):
-        self.process.terminate()
-        self.process.wait(10)
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)    # a paused server cannot quit
+            self.process.terminate()
+            self.process.wait(10)
 
     def pause(self, paused):
         """SIGSTOP/SIGCONT: still connected, sending nothing (a hung camera)."""
@@ -291,16 +300,8 @@ def web_visitor(port, stop, seen):
 
 
 def status(port):
-    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-    sock.sendall(b"GET /status.json HTTP/1.0\r\n\r\n")
-    reply = b""
-    while True:
-        data = sock.recv(65536)
-        if not data:
-            break
-        reply += data
-    sock.close()
-    return json.loads(reply.split(b"\r\n\r\n", 1)[1].decode())
+    """``/status.json`` of the web view on loopback ``port``, as a dict."""
+    return json.loads(http_get(port, "/status.json").split(b"\r\n\r\n", 1)[1].decode())
 
 
 def check_field(bundle, work, args):

@@ -17,7 +17,9 @@ import pytest
 from test_live import _env, read_log
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SERVER = os.path.join(ROOT, "scripts", "rtsp_server.py")
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from check_live import RtspCamera, http_get  # noqa: E402 (scripts/ is no package)
+
 SYSTEM_PYTHON = "/usr/bin/python3"
 
 
@@ -35,41 +37,6 @@ MISSING = _server_missing()
 pytestmark = pytest.mark.skipif(MISSING is not None, reason=str(MISSING))
 
 
-class RtspServer(object):
-    """The test server on 127.0.0.1 (``port`` 0: a free one, kept across restarts)."""
-
-    def __init__(self, port=0):
-        self.port, self.process = port, None
-        self.start()
-
-    def start(self):
-        self.process = subprocess.Popen([SYSTEM_PYTHON, SERVER, "--port", str(self.port)],
-                                        stdout=subprocess.PIPE, universal_newlines=True)
-        self.url = self.process.stdout.readline().strip()
-        assert self.url.startswith("rtsp://127.0.0.1:"), "the RTSP server did not start"
-        self.port = int(re.search(r":(\d+)/", self.url).group(1))
-
-    def stop(self):
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)
-            self.process.terminate()
-            self.process.wait(10)
-
-
-def http_get(port, path):
-    import socket
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    sock.sendall(("GET %s HTTP/1.0\r\n\r\n" % path).encode())
-    reply = b""
-    while True:
-        data = sock.recv(65536)
-        if not data:
-            break
-        reply += data
-    sock.close()
-    return reply.split(b"\r\n\r\n", 1)[1]
-
-
 def wait_until(predicate, timeout, step=0.25):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -80,8 +47,12 @@ def wait_until(predicate, timeout, step=0.25):
     return None
 
 
+def body(port, path):
+    return http_get(port, path).split(b"\r\n\r\n", 1)[1]
+
+
 def source_state(port):
-    return json.loads(http_get(port, "/status.json").decode())["source"]
+    return json.loads(body(port, "/status.json").decode())["source"]
 
 
 def captions_after(log, when):
@@ -99,7 +70,7 @@ def test_rtsp_stall_and_30s_outage_then_captions_resume(tiny_bundle, tmp_path):
     the read timeout; a 30 s outage (server stopped) is waited for, the web view
     shows the last frame marked as lost meanwhile; after each, captions resume on
     their own; the log and /status.json record when it went and came back."""
-    server = RtspServer()
+    server = RtspCamera()
     log = str(tmp_path / "caps.jsonl")
     process = subprocess.Popen(
         [sys.executable, "-m", "edge", server.url, "http://127.0.0.1:0", "--bundle",
@@ -128,7 +99,7 @@ def test_rtsp_stall_and_30s_outage_then_captions_resume(tiny_bundle, tmp_path):
                           source_state(port), 15)
         assert lost and lost["outages"] == 2
         time.sleep(5)
-        picture = cv2.imdecode(np.frombuffer(http_get(port, "/snapshot.jpg"), np.uint8), 1)
+        picture = cv2.imdecode(np.frombuffer(body(port, "/snapshot.jpg"), np.uint8), 1)
         middle = picture[picture.shape[0] // 2 - 4, :, :].astype(int)
         assert (middle[:, 2] - middle[:, 1]).mean() > 60      # the red "lost" band
         assert source_state(port)["lost_s"] >= 5
