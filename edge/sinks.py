@@ -131,7 +131,7 @@ class VideoSink(object):
         """Open a writer on a 64x64 probe file beside the output, then remove it."""
         probe = os.path.join(self.folder, ".nanocap-probe-%d%s"
                              % (os.getpid(), os.path.splitext(self.path)[1]))
-        writer = cv2.VideoWriter(probe, self.fourcc, self.fps, (64, 64))
+        writer = cv2.VideoWriter(probe, self.fourcc, 30.0, (64, 64))
         opened = writer.isOpened()
         writer.release()
         if os.path.exists(probe):
@@ -193,7 +193,7 @@ class VideoSink(object):
         self.writer.write(frame)
         self.frames += 1
         self.part_frames += 1
-        if self.segment_s and self.part_frames >= self.segment_s * self.fps:
+        if self.segment_s and self.part_frames >= max(1, round(self.segment_s * self.fps)):
             self._finish()
         return -1
 

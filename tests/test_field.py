@@ -290,3 +290,19 @@ def test_field_flags_on_py36(tiny_bundle, tmp_path):
     assert result.returncode == 1 and "/dev/full" in summary_of(result)["error"], result.stderr
     kept = segments(str(tmp_path / "rec.avi"))
     assert len(kept) >= 3 and all(len(count_frames(n)) > 0 for n, _ in kept)
+
+
+def test_killed_run_leaves_only_playable_segments(tiny_bundle, tmp_path):
+    """SIGKILL mid-recording (a crash, a pulled plug): every file under a segment name
+    plays; only the segment in hand is lost, as ``*.partial.avi``."""
+    process = _start([SYNTH % 100000, "rec.avi", "--bundle", tiny_bundle, "--headless",
+                      "--segment-min", "0.0167"], str(tmp_path))
+    deadline = time.time() + 60
+    while time.time() < deadline and len(segments(str(tmp_path / "rec.avi"))) < 3:
+        time.sleep(0.2)
+    process.kill()
+    process.communicate(timeout=10)
+    kept = segments(str(tmp_path / "rec.avi"))
+    assert len(kept) >= 3 and all(len(count_frames(n)) == 30 for n, _ in kept)
+    assert not os.path.exists(str(tmp_path / "rec.avi"))
+    assert len([n for n in os.listdir(str(tmp_path)) if n.endswith(".partial.avi")]) <= 1
