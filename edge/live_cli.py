@@ -7,7 +7,11 @@ OUTPUT: ``display://0`` (default where a display exists), ``.mp4``/``.avi`` file
 Keys in the window: q/Esc quit, space pause, s snapshot. The last stdout line is one
 JSON summary (frames, display_fps, captions, caption_fps, caption_latency_ms {p50,
 p95}, backend, providers, dropped_frames, captions_computed, captions_shown, gated_frames,
-recorded_frames, record_dropped).
+recorded_frames, record_dropped, outages, last_outage, failures, error).
+In the field (docs/field.md): a lost live source is waited for (``--reconnect N``
+bounds it, ``--read-timeout``); ``--log-max-mb``/``--log-keep`` rotate the log,
+``--segment-min``/``--record-max-gb`` cut and cap recordings; SIGHUP stops the run
+like SIGTERM unless ``--on-hangup continue``; a failing sink exits 1.
 """
 import argparse
 import json
