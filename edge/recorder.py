@@ -29,7 +29,9 @@ def measured_rate(indices, times, fallback):
     if len(times) < 2 or times[-1] <= times[0] or indices[-1] <= indices[0]:
         return float(fallback)
     rate = (indices[-1] - indices[0]) / float(times[-1] - times[0])
-    return rate if 1.0 <= rate <= MAX_RATE else float(fallback)   # a burst is no rate
+    if not 1.0 <= rate <= MAX_RATE:     # a burst is no rate
+        return float(fallback)
+    return round(rate, 2)   # fps x 100 < 65535: a time base every codec (mp4v) takes
 
 
 class Recorder(object):
@@ -73,7 +75,7 @@ class Recorder(object):
             return item
 
     def _encode(self, item):
-        if self.measure and self.sink.writer is None:
+        if self.measure and self.sink.writer is None and not self.sink.frames:   # once
             self.probe.append(item)
             span = item[2] - self.probe[0][2]
             if len(self.probe) < PROBE_FRAMES and span < PROBE_SECONDS and not self.closing:

@@ -306,3 +306,26 @@ def test_killed_run_leaves_only_playable_segments(tiny_bundle, tmp_path):
     assert len(kept) >= 3 and all(len(count_frames(n)) == 30 for n, _ in kept)
     assert not os.path.exists(str(tmp_path / "rec.avi"))
     assert len([n for n in os.listdir(str(tmp_path)) if n.endswith(".partial.avi")]) <= 1
+
+
+def test_segments_keep_the_rate_measured_once(tmp_path):
+    """A camera's rate is measured once: a burst from a stream's buffer after an
+    outage, at the start of a later segment, does not become that file's rate."""
+    import cv2
+    from edge.recorder import Recorder
+
+    path = str(tmp_path / "rec.avi")
+    recorder = Recorder(VideoSink(path, 30.0, segment_s=1.0), drop=False, measure=True)
+    frame, now = np.zeros((48, 64, 3), np.uint8), 0.0
+    for index in range(60):
+        if index == 30:
+            now += 30.0                     # an outage, then the buffered frames at once
+        recorder.write(frame, index, now)
+        now += 1 / 15.0 if index < 30 else 1 / 200.0
+    recorder.close()
+    rates = []
+    for name, _ in segments(path):
+        capture = cv2.VideoCapture(name)
+        rates.append(capture.get(cv2.CAP_PROP_FPS))
+        capture.release()
+    assert len(rates) == 4 and all(abs(rate - 15) < 0.5 for rate in rates), rates
