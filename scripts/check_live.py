@@ -331,7 +331,8 @@ def check_field(bundle, work, args):
         last = status(port)["source"]["last_outage"]
         if last:
             outages[last["lost_at"]] = last
-        if camera and time.time() >= next_outage:
+        left = args.minutes * 60 - (time.time() - began)
+        if camera and time.time() >= next_outage and left > args.outage_s + 20:
             paused = len(restarts) % 2 == 1
             camera.pause(True) if paused else camera.stop()
             time.sleep(args.outage_s)
@@ -364,6 +365,7 @@ def check_field(bundle, work, args):
             "recovery_s": recovery, "rss_kb_start": samples[0][1] if samples else None,
             "rss_kb_at_1min": after_minute[0] if after_minute else None,
             "rss_kb_end": samples[-1][1] if samples else None,
+            "rss_kb_each_minute": [kb for t, kb in samples[11::12]],
             "rss_growth_after_1min": round(after_minute[-1] / float(after_minute[0]) - 1, 4)
             if after_minute else None, "disk_used_max_bytes": disk_max,
             "log_files": len(logs), "log_bytes_max_file": max(
