@@ -18,7 +18,7 @@ from test_live import _env, read_log
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
-from check_live import RtspCamera, http_get  # noqa: E402 (scripts/ is no package)
+from field_tools import RtspCamera, http_get  # noqa: E402 (scripts/ is no package)
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 
