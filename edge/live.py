@@ -13,7 +13,14 @@
     {"frames", "display_fps", "captions", "caption_fps",
      "caption_latency_ms": {"p50", "p95"}, "backend", "providers", "dropped_frames",
      "captions_computed", "captions_shown", "gated_frames", "recorded_frames",
-     "record_dropped", ...}
+     "record_dropped", "failures", "outages", "last_outage", "error", ...}
+
+Failures are said when they happen (see ``edge.sinks``): a sink or the log that
+fails calls its ``on_failure`` hook; the loop writes the line to stderr at once,
+lists it in ``status()["failures"]`` (``/status.json``) and in the summary, and
+goes on; ``error`` (exit code 1) then names the first. A lost live source
+(``edge.grabber``) is waited for: the last frame is shown marked as lost with
+the time since, and ``source_lost``/``source_back`` events go to the log.
 """
 import sys
 import threading
@@ -24,11 +31,11 @@ import numpy as np
 from edge.captioner import AsyncCaptioner, FpsMeter, latency_percentiles
 from edge.errors import NanocapError
 from edge.gate import SceneGate, ShownCaption
-from edge.overlay import draw_overlay
+from edge.grabber import FrameGrabber
+from edge.overlay import draw_lost, draw_overlay
 from edge.publish import publisher_stats
 from edge.recorder import Recorder
 from edge.sinks import VideoSink, caption_record, save_snapshot
-from edge.sources import FrameGrabber
 
 __all__ = ["AsyncCaptioner", "FpsMeter", "LiveLoop", "latency_percentiles", "run_live"]
 KEY_QUIT = (ord("q"), 27)
@@ -40,8 +47,8 @@ class LiveLoop(object):
     """One run of the live captioner; ``run()`` returns the summary dict."""
 
     def __init__(self, source, backend, sinks=(), log=None, realtime=False, max_frames=None,
-                 every=1, stop_event=None, snapshot_dir=".", retries=5, backoff_s=0.5,
-                 final_wait_s=10.0, message=None, gate=None):
+                 every=1, stop_event=None, snapshot_dir=".", retries=None, backoff_s=0.5,
+                 final_wait_s=10.0, message=None, gate=None, read_timeout_s=5.0):
         self.source, self.backend, self.log = source, backend, log
         self.realtime, self.max_frames, self.every = realtime, max_frames, max(1, int(every))
         self.stop_event = stop_event or threading.Event()
@@ -50,18 +57,23 @@ class LiveLoop(object):
         drop = bool(source.live or realtime)
         pace = source.fps if (realtime and not source.live) else None
         self.grabber = FrameGrabber(source, drop=drop, pace_fps=pace, retries=retries,
-                                    backoff_s=backoff_s)
+                                    backoff_s=backoff_s, read_timeout_s=read_timeout_s,
+                                    on_event=self._on_source_event)
         self.sinks = [Recorder(s, drop=drop, measure=source.live) if isinstance(s, VideoSink)
                       else s for s in sinks]
-        for sink in self.sinks:
+        self.failures, self.failures_lock = [], threading.Lock()
+        for sink in self.sinks + ([log] if log is not None else []):
             if hasattr(sink, "status_source"):
                 sink.status_source = self.status
+            if hasattr(sink, "on_failure"):
+                sink.on_failure = self._on_failure
         self.gate = gate or SceneGate()
         self.hold = ShownCaption(hold=self.gate.enabled)
         self.captioner = AsyncCaptioner(backend, self._on_caption)
         self.meter, self.shown, self.start = FpsMeter(), None, time.perf_counter()
         self.frames, self.paused, self.last_offer, self.reason = 0, False, None, "end of input"
         self.first_at = self.last_at = None
+        self.last_frame, self.lost_drawn_at, self.recaption = None, 0.0, False
         self.caption_each = getattr(source, "caption_each", False)  # images: one caption each
 
     def _offer(self, index, frame, now):
@@ -69,6 +81,8 @@ class LiveLoop(object):
             return
         if not self.captioner.idle():
             return
+        if self.recaption:
+            self.recaption, self.gate.last_thumb = False, None
         wanted, changed = self.gate.check(frame, now) if not self.caption_each else (True, True)
         if wanted and self.captioner.offer(index, frame.copy(), changed):
             self.gate.captioned(frame, now)
@@ -88,7 +102,39 @@ class LiveLoop(object):
             self.log.write_record(record)
         for sink in self.sinks:
             if hasattr(sink, "add_caption"):
-                sink.add_caption(record)
+                try:
+                    sink.add_caption(record)
+                except Exception as exc:  # a sink never stops the captioner thread
+                    self._on_failure("%s failed: %s" % (type(sink).__name__, exc))
+
+    def _on_failure(self, text):
+        """A sink or the log failed (or recovered): said at once, kept for status/summary."""
+        with self.failures_lock:
+            self.failures.append({"time": round(time.time(), 3), "error": text})
+        self.message(text)
+
+    def _on_source_event(self, event):
+        """From the capture thread: the source was lost or came back."""
+        if event["event"] == "source_lost":
+            self.message("%s lost (%s); reconnecting" % (event["source"], event["reason"]))
+        else:
+            self.message("%s back after %.1f s" % (event["source"], event["outage_s"]))
+            self.recaption = True       # the scene may have changed meanwhile
+        if self.log is not None:
+            record = dict(event, t=round(time.perf_counter() - self.log.start, 4))
+            self.log.write_record(record)
+
+    def _show_lost(self):
+        """While the source is lost: the last frame, marked, to every sink but recordings."""
+        lost_s = self.grabber.lost_seconds()
+        now = time.perf_counter()
+        if lost_s is None or self.last_frame is None or now - self.lost_drawn_at < 0.2:
+            return
+        self.lost_drawn_at = now
+        frame = draw_lost(self.last_frame.copy(), lost_s, getattr(self.source, "name", "camera"))
+        for sink in self.sinks:
+            if not isinstance(sink, Recorder):
+                self._act(sink.write(frame), frame, self.frames)
 
     def _wait_caption(self):
         """Wait (up to ``final_wait_s``, less if stopped) for the caption in hand."""
@@ -111,13 +157,17 @@ class LiveLoop(object):
         """Write ``frame`` to every sink; act on keys from a window."""
         for sink in self.sinks:
             key = sink.write(frame, index, now) if isinstance(sink, Recorder) else sink.write(frame)
-            if key in KEY_QUIT:
-                self.reason = "quit key"
-                self.stop_event.set()
-            elif key == KEY_PAUSE:
-                self.paused = not self.paused
-            elif key == KEY_SNAPSHOT:
-                self.message("snapshot %s" % save_snapshot(frame, self.snapshot_dir, index))
+            self._act(key, frame, index)
+
+    def _act(self, key, frame, index):
+        """Act on a key pressed in a window."""
+        if key in KEY_QUIT:
+            self.reason = "quit key"
+            self.stop_event.set()
+        elif key == KEY_PAUSE:
+            self.paused = not self.paused
+        elif key == KEY_SNAPSHOT:
+            self.message("snapshot %s" % save_snapshot(frame, self.snapshot_dir, index))
 
     def _hold(self, frame, index):
         """While paused: keep the window alive on the last frame, poll keys."""
@@ -129,6 +179,7 @@ class LiveLoop(object):
         """Show one frame; False when the input has ended."""
         item = self.grabber.get(timeout=0.1)
         if item is None:
+            self._show_lost()
             return not self.grabber.finished
         index, frame = item
         now = time.perf_counter()
@@ -138,6 +189,7 @@ class LiveLoop(object):
         self.last_at = now
         self._draw(frame, now)
         self._feed(frame, index, now)
+        self.last_frame = frame
         self.frames += 1
         if self.paused:
             self._hold(frame, index)
@@ -187,13 +239,21 @@ class LiveLoop(object):
                 "caption_latency_ms": latency_percentiles(list(self.captioner.latencies)),
                 "backend": self.backend.name, "providers": list(self.backend.providers),
                 "captions_shown": self.hold.shown, "gated_frames": self.gate.gated,
-                "dropped_frames": self.grabber.dropped}
+                "dropped_frames": self.grabber.dropped, "outages": self.grabber.outages,
+                "last_outage": self.grabber.last_outage, "failures": list(self.failures)}
 
     def status(self):
         """Live figures for ``/status.json`` (read from the web server's threads)."""
         data = self._counts(time.perf_counter() - self.start)
         fps = self.meter.fps
         data["display_fps"] = round(fps, 2) if fps else None
+        lost_s = self.grabber.lost_seconds()
+        data["source"] = {"state": "live" if lost_s is None else "lost",
+                          "lost_at": self.grabber.lost_at,
+                          "lost_s": None if lost_s is None else round(lost_s, 1),
+                          "reason": self.grabber.lost_reason if lost_s is not None else None,
+                          "outages": self.grabber.outages,
+                          "last_outage": self.grabber.last_outage}
         return data
 
     def summary(self, elapsed):
@@ -207,7 +267,10 @@ class LiveLoop(object):
             "seconds": round(elapsed, 3), "ended": self.reason,
             "recorded_frames": sum(r.written for r in recorders),
             "record_dropped": sum(r.dropped for r in recorders),
-            "error": self.grabber.error or next((r.error for r in recorders if r.error), None)})
+            "error": self.grabber.error or next((r.error for r in recorders if r.error), None)
+            or next((f["error"] for f in self.failures), None)})
+        if self.log is not None:
+            data["log_lines"], data["log_skipped"] = self.log.lines, self.log.skipped
         outputs = publisher_stats(self.sinks)
         if outputs:
             data["outputs"] = outputs

@@ -7,7 +7,11 @@ OUTPUT: ``display://0`` (default where a display exists), ``.mp4``/``.avi`` file
 Keys in the window: q/Esc quit, space pause, s snapshot. The last stdout line is one
 JSON summary (frames, display_fps, captions, caption_fps, caption_latency_ms {p50,
 p95}, backend, providers, dropped_frames, captions_computed, captions_shown, gated_frames,
-recorded_frames, record_dropped).
+recorded_frames, record_dropped, outages, last_outage, failures, error).
+In the field (docs/field.md): a lost live source is waited for (``--reconnect N``
+bounds it, ``--read-timeout``); ``--log-max-mb``/``--log-keep`` rotate the log,
+``--segment-min``/``--record-max-gb`` cut and cap recordings; SIGHUP stops the run
+like SIGTERM unless ``--on-hangup continue``; a failing sink exits 1.
 """
 import argparse
 import json
@@ -61,7 +65,23 @@ def get_parser():
     add("--gstreamer", action="store_true",
         help="open USB cameras through a GStreamer MJPG pipeline (JetPack's OpenCV)")
     add("--flip", type=int, default=0, help="csi:// nvvidconv flip-method (0-7)")
-    add("--reconnect", type=int, default=5, help="reopen attempts for a lost camera")
+    add("--reconnect", type=int, default=None, metavar="N",
+        help="reopen attempts for a lost camera or stream (default: keep trying for as "
+             "long as the run lasts, backoff capped at 5 s)")
+    add("--read-timeout", type=float, default=5.0, metavar="S",
+        help="a live source that gives no frame for S seconds is lost (default %(default)s)")
+    add("--on-hangup", default="stop", choices=("stop", "continue"),
+        help="SIGHUP (a dropped SSH session): stop like SIGTERM (default) or continue")
+    add("--log-max-mb", type=float, metavar="MB",
+        help="rotate the --log file at MB megabytes (keeps --log-keep older files)")
+    add("--log-keep", type=int, default=3, metavar="N",
+        help="rotated log files kept (FILE.1 ... FILE.N; default %(default)s)")
+    add("--segment-min", type=float, metavar="MIN",
+        help="cut recordings into files of MIN minutes of video, each playable "
+             "(OUT-YYYYmmdd-HHMMSS.mp4)")
+    add("--record-max-gb", type=float, metavar="GB",
+        help="delete the oldest segments while all of them hold more than GB "
+             "(implies --segment-min 10 unless given)")
     add("--snapshot-dir", default=".", help="where s saves PNG snapshots")
     add("--gate", default="on", choices=("on", "off"),
         help="on: caption when the scene changed or --refresh passed, and change the shown "
@@ -91,7 +111,8 @@ def get_parser():
 
 
 def _message(text):
-    sys.stderr.write("nanocap: %s\n" % text)
+    from edge.sinks import say
+    say(text)
 
 
 def _providers(text):
@@ -101,14 +122,20 @@ def _providers(text):
     return [n if n.endswith("ExecutionProvider") else n + "ExecutionProvider" for n in names]
 
 
-def _install_signals(stop_event):
-    """SIGINT/SIGTERM set ``stop_event`` (the loop ends within a frame); a second
-    SIGINT interrupts at once. Returns the previous handlers."""
+def _install_signals(stop_event, on_hangup="stop"):
+    """SIGINT/SIGTERM (and SIGHUP, unless ``on_hangup`` is "continue": then it is
+    ignored) set ``stop_event``: the loop ends within a frame, the recording is
+    finalised, the log closed, the summary printed. A second SIGINT interrupts at
+    once. Returns the previous handlers."""
     def handler(signum, _frame):
         if stop_event.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt
         stop_event.set()
-    return dict((s, signal.signal(s, handler)) for s in (signal.SIGINT, signal.SIGTERM))
+    previous = dict((s, signal.signal(s, handler)) for s in (signal.SIGINT, signal.SIGTERM))
+    if hasattr(signal, "SIGHUP"):
+        previous[signal.SIGHUP] = signal.signal(
+            signal.SIGHUP, signal.SIG_IGN if on_hangup == "continue" else handler)
+    return previous
 
 
 def _open_all(args):
@@ -121,7 +148,7 @@ def _open_all(args):
 
     bundle = load_bundle(args.bundle)
     source = open_source(args.input, args.width, args.height, args.fps, args.latency,
-                         args.gstreamer, args.flip)
+                         args.gstreamer, args.flip, args.read_timeout)
     opened = [source]
     try:
         backend = open_backend(bundle, args.backend, args.precision, args.decode,
@@ -131,15 +158,39 @@ def _open_all(args):
                              {"token": args.web_token, "fps": args.web_fps,
                               "clients": args.web_clients, "message": _message,
                               "allow_hosts": args.web_allow_host},
+                             _record_options(args),
                              {"ha_discovery": args.mqtt_ha_discovery, "message": _message,
                               "headers": [parse_header(h) for h in args.webhook_header]})
         opened.extend(sinks)
-        log = CaptionLog(args.log, backend.name) if args.log else None
+        log = CaptionLog(args.log, backend.name, max_bytes=_mb(args.log_max_mb),
+                         keep=args.log_keep) if args.log else None
     except BaseException:
         for item in reversed(opened):
             item.close()
         raise
     return source, backend, sinks, log
+
+
+def _mb(value, unit=1e6):
+    return None if value is None else int(value * unit)
+
+
+def _record_options(args):
+    """``VideoSink`` keywords: segment length (s) and the total cap (bytes)."""
+    segment_min = args.segment_min
+    if segment_min is None and args.record_max_gb is not None:
+        segment_min = 10.0
+    return {"segment_s": None if segment_min is None else segment_min * 60.0,
+            "max_bytes": _mb(args.record_max_gb, 1e9)}
+
+
+def _check_disk_flags(args):
+    for name in ("log_max_mb", "segment_min", "record_max_gb", "read_timeout"):
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            raise NanocapError("--%s must be > 0 (got %s)" % (name.replace("_", "-"), value))
+    if args.log_keep < 0 or (args.reconnect is not None and args.reconnect < 0):
+        raise NanocapError("--log-keep and --reconnect must be >= 0")
 
 
 def main(argv=None):
@@ -154,23 +205,25 @@ def main(argv=None):
     if not 0 <= args.change <= 1 or args.refresh < 0:
         raise NanocapError("--change must be within 0..1 and --refresh >= 0 (got %s, %s)"
                            % (args.change, args.refresh))
+    _check_disk_flags(args)
     check_output_paths(args)    # nothing given (input, bundle) is ever written over
     if args.systemd_unit:
         return print_unit(argv)
     stop_event = threading.Event()
-    previous = _install_signals(stop_event)   # before opening: a web view is reachable at once
+    previous = _install_signals(stop_event, args.on_hangup)   # before opening: a web view is reachable at once
     sinks, log = [], None
     try:
         source, backend, sinks, log = _open_all(args)
         if not (args.outputs or args.headless or sinks):
             _message(no_window_line(window_problem()))
-        sys.stderr.write("nanocap: %s -> %s; %s\n" % (
+        _stderr("nanocap: %s -> %s; %s\n" % (
             source.name, ", ".join(args.outputs) or ("nothing (headless)" if not sinks else
                                                      "display://0"), backend.describe()))
         summary = run_live(source, backend, sinks, log, realtime=args.realtime,
                            max_frames=args.max_frames, every=args.every,
                            stop_event=stop_event, snapshot_dir=args.snapshot_dir,
                            retries=args.reconnect, message=_message,
+                           read_timeout_s=args.read_timeout,
                            gate=SceneGate(args.change, args.refresh, args.gate == "on"))
     finally:
         for sink in sinks:
@@ -180,17 +233,26 @@ def main(argv=None):
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     if summary.get("error"):
-        sys.stderr.write("%s: %s\n" % (PROG, summary["error"]))
+        _stderr("%s: %s\n" % (PROG, summary["error"]))
     damaged = getattr(source, "damaged", [])
     if damaged and not summary["frames"]:
         raise NanocapError("no image could be read from %s: %d damaged, e.g. %s"
                            % (source.name, len(damaged), damaged[0]))
     if damaged:
-        sys.stderr.write("%s: skipped %d damaged image(s), e.g. %s\n"
-                         % (PROG, len(damaged), damaged[0]))
-    sys.stdout.write(json.dumps(summary) + "\n")
-    sys.stdout.flush()
+        _stderr("%s: skipped %d damaged image(s), e.g. %s\n" % (PROG, len(damaged), damaged[0]))
+    try:
+        sys.stdout.write(json.dumps(summary) + "\n")
+        sys.stdout.flush()
+    except (IOError, OSError):
+        pass        # a hung-up terminal: the run itself went well
     return 1 if summary.get("error") else 0
+
+
+def _stderr(text):
+    try:
+        sys.stderr.write(text)
+    except (IOError, OSError):
+        pass
 
 
 def entry():

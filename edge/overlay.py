@@ -117,3 +117,21 @@ def draw_overlay(frame, caption, fps=None, latency_ms=None, age_s=None, extra=No
         _shade(frame, 0, size[1] + 2 * margin, 0, size[0] + 2 * margin)
         _put(frame, status, (margin, margin + size[1]), small, small_t, (180, 255, 180))
     return frame
+
+
+def draw_lost(frame, seconds, what="camera"):
+    """Mark ``frame`` (the last one shown, drawn on in place) as lost ``seconds`` ago:
+    a dark red band across the middle, "<what> lost 12 s ago - reconnecting"."""
+    height, width = frame.shape[:2]
+    scale, thickness, margin = text_style(height)
+    text = wrap_text("%s lost %.0f s ago - reconnecting" % (what, seconds),
+                     width - 2 * margin, scale, thickness, 1)[0]
+    size = cv2.getTextSize(text, FONT, scale, thickness)[0]
+    top = height // 2 - size[1] - margin
+    roi = frame[max(0, top):height // 2 + margin, :]
+    if roi.size:
+        tint = roi.copy()
+        tint[:] = (0, 0, 160)
+        cv2.addWeighted(roi, 0.3, tint, 0.7, 0, dst=roi)
+    _put(frame, text, (margin, height // 2), scale, thickness)
+    return frame

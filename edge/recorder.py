@@ -9,13 +9,17 @@ whatever the encoder costs. With ``drop=False`` (a file read frame by frame)
 
 With ``measure=True`` (a live source) the file's frame rate is the rate the
 source really delivered, measured from the frame indices and times of the
-first ``PROBE_FRAMES`` frames but ``PROBE_SKIP`` (held in memory until then), not the rate asked
+first ``PROBE_FRAMES`` frames but ``PROBE_SKIP`` (held in memory until then; a
+burst from a stream's buffer, over ``MAX_RATE``, is no rate), not the rate asked
 of the camera: a 15 FPS camera asked for 30 gives a file that plays at 15.
 """
 import threading
 
+from edge.sinks import DiskFull
+
 PROBE_FRAMES = 12
 PROBE_SECONDS = 0.6
+MAX_RATE = 240.0    # frames per second a measured rate may be
 PROBE_SKIP = 2      # a camera's first frames come from its buffer: not timed
 
 
@@ -24,7 +28,10 @@ def measured_rate(indices, times, fallback):
     too) seen at ``times`` (seconds); ``fallback`` when the span is too short."""
     if len(times) < 2 or times[-1] <= times[0] or indices[-1] <= indices[0]:
         return float(fallback)
-    return (indices[-1] - indices[0]) / float(times[-1] - times[0])
+    rate = (indices[-1] - indices[0]) / float(times[-1] - times[0])
+    if not 1.0 <= rate <= MAX_RATE:     # a burst is no rate
+        return float(fallback)
+    return round(rate, 2)   # fps x 100 < 65535: a time base every codec (mp4v) takes
 
 
 class Recorder(object):
@@ -36,6 +43,7 @@ class Recorder(object):
         self.slot, self.closing, self.error = None, False, None
         self.dropped, self.written = 0, 0
         self.probe = []
+        self.on_failure = None      # set by the live loop: callable(text), said at once
         self.thread = threading.Thread(target=self._run, name="recorder")
         self.thread.daemon = True
         self.thread.start()
@@ -67,7 +75,7 @@ class Recorder(object):
             return item
 
     def _encode(self, item):
-        if self.measure and self.sink.writer is None:
+        if self.measure and self.sink.writer is None and not self.sink.frames:   # once
             self.probe.append(item)
             span = item[2] - self.probe[0][2]
             if len(self.probe) < PROBE_FRAMES and span < PROBE_SECONDS and not self.closing:
@@ -91,10 +99,19 @@ class Recorder(object):
                         self._encode(self.probe.pop())
                     return
                 self._encode(item)
-        except Exception as exc:  # reported once in the summary; the loop goes on
-            with self.cond:
-                self.error = "recording %s failed: %s" % (self.sink.path, exc)
-                self.cond.notify_all()
+        except Exception as exc:  # said at once, and in the summary; the loop goes on
+            self._failed(exc)
+
+    def _failed(self, exc):
+        with self.cond:
+            if self.error:
+                return
+            self.error = "recording %s %s: %s" % (
+                self.sink.path, "stopped" if isinstance(exc, DiskFull) else "failed",
+                getattr(exc, "strerror", None) or exc)
+            self.cond.notify_all()
+        if self.on_failure is not None:
+            self.on_failure(self.error)
 
     def close(self, timeout=30.0):
         """Encode what is in hand, finalise the file; safe to call twice."""
@@ -103,4 +120,7 @@ class Recorder(object):
             self.cond.notify_all()
         if self.thread.is_alive():
             self.thread.join(timeout)
-        self.sink.close()
+        try:
+            self.sink.close()
+        except Exception as exc:  # a file that cannot be finalised is a failure, said
+            self._failed(exc)

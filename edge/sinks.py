@@ -4,9 +4,17 @@ Outputs are named like inputs: ``display://0`` (an OpenCV window), a video
 file path (``.mp4``, ``.avi``, ``.mkv``; recorded from its own thread by
 ``edge.recorder``) or ``http://HOST:PORT`` (a web view, ``edge.web``). Every sink has ``write(frame)`` and
 ``close()``; the window's ``write`` returns the key pressed (-1 for none).
+
+Failures are said when they happen: the live loop sets ``on_failure`` on every
+sink (and the log) that has the attribute, a callable taking one line of text;
+a sink calls it once when it fails (and may again when it recovers), and the
+loop shows it on stderr at once, in ``/status.json`` (``failures``) and in the
+summary (``failures``, exit code 1), while the picture and other sinks go on.
 """
 import json
 import os
+import sys
+import tempfile
 import threading
 import time
 
@@ -14,6 +22,7 @@ import cv2
 
 from edge.atomic import write_bytes
 from edge.display import window_problem
+from edge.disk import RotatingLines, drop_oldest, free_bytes, partial_name, prune, segment_name
 from edge.errors import NanocapError
 
 PUBLISH_SCHEMES = ("mqtt://", "mqtts://", "webhook+http://", "webhook+https://")
@@ -77,39 +86,130 @@ def _open_writer(path, fourcc, fps, size):
     return cv2.VideoWriter(path, fourcc, fps, size)
 
 
+class DiskFull(Exception):
+    """The recording stopped cleanly because its filesystem is nearly full."""
+
+
 class VideoSink(object):
     """A recording: opened on the first frame (its size) at ``fps`` (which may be
     changed until then), every later frame resized to that size; ``close()``
-    finalises the file so it plays."""
+    finalises the file so it plays.
 
-    def __init__(self, path, fps):
+    Checked at start: the folder exists and a writer opens there (an unwritable
+    folder or a missing codec fails before the run, with one line). A file is
+    written as ``NAME.partial.EXT`` and renamed when finalised, so a crash leaves
+    the old file or a complete new one. ``segment_s``: cut into files of that
+    many seconds of video, named ``STEM-YYYYmmdd-HHMMSS.EXT`` (``edge.disk``),
+    each playable on its own; ``max_bytes``: the oldest segments are deleted
+    while all of them hold more (a dashcam). Before each frame the free space is
+    checked: near full, the oldest segment goes, or (none left) the file is
+    finalised and ``DiskFull`` raised, so what was written stays playable.
+    """
+
+    RESERVE = 256 * 1024        # bytes kept free for the finalising index (mp4 moov)
+
+    def __init__(self, path, fps, segment_s=None, max_bytes=None):
         self.path, self.fps = path, float(fps or 30.0)
         ext = os.path.splitext(path)[1].lower()
         if ext not in VIDEO_CODECS:
             raise NanocapError("unknown output %r: give display://0 or a video file (%s)"
                                % (path, ", ".join(sorted(VIDEO_CODECS))))
-        folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder):
-            raise NanocapError("output folder does not exist: %s" % folder)
+        self.folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(self.folder):
+            raise NanocapError("output folder does not exist: %s" % self.folder)
+        if os.path.isdir(path):
+            raise NanocapError("output %s is a folder; give a file such as %s"
+                               % (path, os.path.join(path, "out" + ext)))
         self.fourcc = cv2.VideoWriter_fourcc(*VIDEO_CODECS[ext])
-        self.writer, self.size, self.frames = None, None, 0
+        self.segment_s, self.max_bytes = segment_s, max_bytes
+        self.writer, self.size, self.frames, self.current = None, None, 0, None
+        self.part_frames, self.files = 0, []
+        self._check_writable()
+
+    def _check_writable(self):
+        """Open a writer on a 64x64 probe file beside the output, then remove it."""
+        probe = os.path.join(self.folder, ".nanocap-probe-%d%s"
+                             % (os.getpid(), os.path.splitext(self.path)[1]))
+        writer = cv2.VideoWriter(probe, self.fourcc, 30.0, (64, 64))
+        opened = writer.isOpened()
+        writer.release()
+        if os.path.exists(probe):
+            os.remove(probe)
+        if not opened:
+            why = ("the folder is not writable" if not os.access(self.folder, os.W_OK)
+                   or not _can_create(self.folder) else "codec not available")
+            raise NanocapError("cannot write video %s (%s)" % (self.path, why))
+
+    def _open(self, frame):
+        self.size = (frame.shape[1], frame.shape[0])
+        self.current = segment_name(self.path) if self.segment_s else self.path
+        self.writer = _open_writer(partial_name(self.current), self.fourcc, self.fps, self.size)
+        if not self.writer.isOpened():
+            raise NanocapError("cannot write video %s (codec not available at %dx%d, %.2f FPS)"
+                               % (self.current, self.size[0], self.size[1], self.fps))
+        self.part_frames = 0
+
+    def _finish(self):
+        """Finalise the file in hand and give it its name; prune to ``max_bytes``."""
+        if self.writer is None:
+            return
+        self.writer.release()
+        self.writer = None
+        os.rename(partial_name(self.current), self.current)
+        self.files.append(self.current)
+        if self.max_bytes:
+            prune(self.path, self.max_bytes)
+
+    def _partial_bytes(self):
+        try:
+            return os.path.getsize(partial_name(self.current))
+        except OSError:
+            return 0
+
+    def _make_room(self):
+        """Keep space for the next frame and the index; free it or stop cleanly."""
+        written = self._partial_bytes()
+        need = self.RESERVE + 64 * self.part_frames + 3 * written // max(1, self.part_frames)
+        while free_bytes(self.folder) < need:
+            if not (self.segment_s and drop_oldest(self.path)):
+                self._finish()
+                raise DiskFull("disk full (%.1f MB free in %s); %s kept, playable"
+                               % (free_bytes(self.folder) / 1e6, self.folder,
+                                  self.files[-1] if self.files else "nothing"))
+        if self.max_bytes and self.part_frames % 30 == 0:
+            prune(self.path, self.max_bytes, written)
+            if self.segment_s and written > self.max_bytes // 2:
+                self._finish()          # one segment may not fill the cap
 
     def write(self, frame):
         if self.writer is None:
-            self.size = (frame.shape[1], frame.shape[0])
-            self.writer = _open_writer(self.path, self.fourcc, self.fps, self.size)
-            if not self.writer.isOpened():
-                raise NanocapError("cannot write video %s (codec not available)" % self.path)
+            self._open(frame)
         if (frame.shape[1], frame.shape[0]) != self.size:
             frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
+        self._make_room()
+        if self.writer is None:
+            self._open(frame)
         self.writer.write(frame)
         self.frames += 1
+        self.part_frames += 1
+        if self.segment_s and self.part_frames >= max(1, round(self.segment_s * self.fps)):
+            self._finish()
         return -1
 
     def close(self):
-        if self.writer is not None:
-            self.writer.release()
-            self.writer = None
+        self._finish()
+
+
+def _can_create(folder):
+    """True if a file can be created in ``folder`` (``os.access`` is no help to root
+    on a read-only mount)."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".nanocap-", dir=folder)
+    except (IOError, OSError):
+        return False
+    os.close(fd)
+    os.remove(name)
+    return True
 
 
 def caption_record(start, frame_index, result, when, backend_name, shown=True):
@@ -123,10 +223,15 @@ def caption_record(start, frame_index, result, when, backend_name, shown=True):
 
 
 class CaptionLog(object):
-    """JSON lines, one per caption computed, flushed as written (thread-safe); each
-    line is a ``caption_record`` (``shown``: whether it replaced the caption shown)."""
+    """JSON lines, one per caption computed (a ``caption_record``; ``shown``: whether
+    it replaced the caption shown) or source event (``{"event": ...}``), written as
+    they come (thread-safe). ``max_bytes``/``keep``: rotation (``edge.disk``).
 
-    def __init__(self, path, backend_name, start=None):
+    A write error (a full disk, ``/dev/full``) never reaches the caller: it is
+    reported once through ``on_failure(text)``, the records meanwhile are counted
+    in ``skipped``, and writing is tried again every ``retry_s`` seconds."""
+
+    def __init__(self, path, backend_name, start=None, max_bytes=None, keep=3, retry_s=30.0):
         folder = os.path.dirname(os.path.abspath(path))
         if os.path.isdir(path):
             raise NanocapError("--log %s is a folder; give a file such as %s"
@@ -134,13 +239,14 @@ class CaptionLog(object):
         if not os.path.isdir(folder):
             raise NanocapError("log folder does not exist: %s" % folder)
         try:
-            self.handle = open(path, "w")
+            self.handle = RotatingLines(path, max_bytes, keep)
         except (IOError, OSError) as exc:
             raise NanocapError("cannot write log %s: %s" % (path, exc.strerror or exc))
-        self.backend = backend_name
+        self.path, self.backend, self.retry_s = path, backend_name, float(retry_s)
         self.start = time.perf_counter() if start is None else start
         self.lock = threading.Lock()
-        self.lines = 0
+        self.lines, self.skipped, self.failed_at, self.error = 0, 0, None, None
+        self.on_failure = None
 
     def write_caption(self, frame_index, result, when=None, shown=True):
         """Append one caption (a ``CaptionResult``) describing frame ``frame_index``."""
@@ -149,13 +255,33 @@ class CaptionLog(object):
                                          self.backend, shown))
 
     def write_record(self, record):
-        """Append one ``caption_record`` dict."""
+        """Append one dict as a line (dropped and counted while the disk refuses)."""
         with self.lock:
             if self.handle is None:
                 return
-            self.handle.write(json.dumps(record) + "\n")
-            self.handle.flush()
+            if self.failed_at is not None and time.time() - self.failed_at < self.retry_s:
+                self.skipped += 1
+                return
+            try:
+                self.handle.write(json.dumps(record) + "\n")
+            except (IOError, OSError) as exc:
+                self._failed(exc)
+                return
+            if self.failed_at is not None:
+                self.failed_at = None
+                _tell(self.on_failure, "log %s: writing again (%d record(s) skipped)"
+                      % (self.path, self.skipped))
             self.lines += 1
+
+    def _failed(self, exc):
+        self.skipped += 1
+        first = self.failed_at is None and self.error is None
+        self.failed_at = time.time()
+        self.error = "log %s: write failed: %s" % (self.path, getattr(exc, "strerror", None)
+                                                    or exc)
+        if first:
+            _tell(self.on_failure, self.error + "; captions go on, unlogged (retried every "
+                                                "%g s)" % self.retry_s)
 
     def close(self):
         with self.lock:
@@ -164,11 +290,30 @@ class CaptionLog(object):
                 self.handle = None
 
 
-def open_outputs(outputs, fps, headless=False, web_options=None, publish_options=None):
+def _tell(report, text):
+    """``report(text)`` if a failure hook is set, else one stderr line."""
+    if report is not None:
+        report(text)
+    else:
+        say(text)
+
+
+def say(text):
+    """One ``nanocap:`` line on stderr; never raises (a hung-up terminal is no failure)."""
+    try:
+        sys.stderr.write("nanocap: %s\n" % text)
+        sys.stderr.flush()
+    except (IOError, OSError, ValueError):
+        pass
+
+
+def open_outputs(outputs, fps, headless=False, web_options=None, record_options=None,
+                 publish_options=None):
     """Sinks for output names: ``display://N`` windows (skipped when ``headless``),
     ``http://HOST:PORT`` web views (``edge.web.WebView(name, **web_options)``),
     ``mqtt://`` brokers and ``webhook+http(s)://`` receivers (``edge.publish``, with
-    ``publish_options``) and video files. With no outputs, a window if a display exists."""
+    ``publish_options``) and video files (``VideoSink(name, fps, **record_options)``).
+    With no outputs, a window if a display exists."""
     if not outputs and not headless and display_available():
         outputs = ["display://0"]
     sinks = []
@@ -184,7 +329,7 @@ def open_outputs(outputs, fps, headless=False, web_options=None, publish_options
                 from edge.publish import open_publisher
                 sinks.append(open_publisher(name, **(publish_options or {})))
             else:
-                sinks.append(VideoSink(name, fps))
+                sinks.append(VideoSink(name, fps, **(record_options or {})))
     except NanocapError:
         for sink in sinks:
             sink.close()

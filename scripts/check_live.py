@@ -16,6 +16,13 @@ runtime) and prints one line per figure, then one JSON object with them all:
  4. recording: 1920x1080 paced at 30 FPS to .mp4 for ``--seconds`` s: display_fps
     with and without recording (floor 28.5), recorded_frames, record_dropped; and
     a file read without --realtime records every frame.
+ 5. field (only with ``--only field``): ``--minutes`` of a real RTSP camera
+    (scripts/rtsp_server.py; or ``--field-source synthetic``) recorded and logged
+    under the disk caps while web clients come and go; every ``--outage-every`` s
+    the server is stopped, or paused (connected, silent), for ``--outage-s`` s.
+    Figures: minutes run, outages survived, recovery seconds (server back to
+    frames flowing), RSS at start, after 1 min and at the end, disk used, the
+    log files and segments kept against their caps, and segments that do not play.
 
 Run it on a quiet machine; ``uptime`` is printed with the figures.
 """
@@ -33,6 +40,8 @@ import time
 
 import cv2
 import numpy as np
+
+from field_tools import RtspCamera, du, http_get, plays, rss_kb, status, web_visitor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PHOTOS = os.path.join(ROOT, "tests", "fixtures", "data", "flickr8k", "images")
@@ -117,14 +126,7 @@ def check_web(bundle, work, seconds, clients=20):
     result["exposure_line"] = any("visible on the network" in l for l in lines)
     process, port, _ = start(["synthetic://?width=160&height=120", "http://@:0", "--bundle",
                               bundle, "--headless", "--web-token", "t0ken"], work)
-    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-    sock.sendall(b"GET /stream.mjpg HTTP/1.0\r\n\r\n")
-    reply = b""
-    while True:
-        data = sock.recv(65536)
-        if not data:
-            break
-        reply += data
+    reply = http_get(port, "/stream.mjpg")
     finish(process)
     result["no_token_401"] = reply.startswith(b"HTTP/1.0 401")
     result["no_token_image_bytes"] = reply.count(b"\xff\xd8")
@@ -209,12 +211,100 @@ def check_recording(bundle, work, seconds):
             "file_record_dropped": whole["record_dropped"]}
 
 
+# -- 5. field: outages, web clients, disk caps, memory ------------------------------
+
+def check_field(bundle, work, args):
+    """One long run: outages (server stopped, or paused: connected but silent, in
+    turn) every ``--outage-every`` s, web clients coming and going, the disk caps."""
+    camera = RtspCamera() if args.field_source == "rtsp" else None
+    uri = camera.url if camera else "synthetic://?width=640&height=480&fps=30"
+    log, rec = os.path.join(work, "field.jsonl"), os.path.join(work, "field.mp4")
+    caps = ["--log-max-mb", str(args.log_max_mb), "--segment-min", str(args.segment_min),
+            "--record-max-gb", str(args.record_max_gb)]
+    process, port, _ = start([uri, rec, "http://127.0.0.1:0", "--bundle", bundle, "--headless",
+                              "--log", log, "--gate", args.field_gate] + caps, work)
+    stop, seen, errors = threading.Event(), {"visits": 0, "errors": 0}, []
+    drain = threading.Thread(target=lambda: errors.extend(l for l in process.stderr
+                                                          if "nanocap" in l))
+    drain.start()
+    visitors = [threading.Thread(target=web_visitor, args=(port, stop, seen)) for _ in range(3)]
+    for thread in visitors:
+        thread.start()
+    began, samples, outages, restarts, disk_max = time.time(), [], {}, [], 0
+    next_outage = began + args.outage_every
+    while time.time() - began < args.minutes * 60:
+        time.sleep(5)
+        samples.append((time.time() - began, rss_kb(process.pid)))
+        files = [os.path.join(work, n) for n in os.listdir(work) if n.startswith("field")]
+        disk_max = max(disk_max, du(files))
+        last = status(port)["source"]["last_outage"]
+        if last:
+            outages[last["lost_at"]] = last
+        left = args.minutes * 60 - (time.time() - began)
+        if camera and time.time() >= next_outage and left > args.outage_s + 20:
+            paused = len(restarts) % 2 == 1
+            camera.pause(True) if paused else camera.stop()
+            time.sleep(args.outage_s)
+            camera.pause(False) if paused else camera.start()
+            restarts.append((time.time(), "paused" if paused else "stopped"))
+            next_outage = time.time() + args.outage_every
+    process.send_signal(signal.SIGTERM)
+    out = process.stdout.read()
+    process.wait(60)
+    drain.join(10)
+    summary = json.loads(out.strip().splitlines()[-1])
+    if summary["last_outage"]:
+        outages[summary["last_outage"]["lost_at"]] = summary["last_outage"]
+    stop.set()
+    for thread in visitors:
+        thread.join(10)
+    if camera:
+        camera.stop()
+    logs = sorted(n for n in os.listdir(work) if n.startswith("field.jsonl"))
+    segments = sorted(n for n in os.listdir(work) if n.startswith("field-") and
+                      n.endswith(".mp4"))
+    recovery = []
+    for when, how in restarts:
+        back = [o["back_at"] for o in outages.values() if o["back_at"] >= when - 1]
+        recovery.append([how, round(min(back) - when, 1) if back else None])
+    after_minute = [kb for t, kb in samples if t >= 60]
+    return {"minutes_run": round((time.time() - began) / 60.0, 2),
+            "outages_caused": len(restarts), "outages_seen": summary["outages"],
+            "outages_survived": sum(1 for r in recovery if r[1] is not None),
+            "recovery_s": recovery, "rss_kb_start": samples[0][1] if samples else None,
+            "rss_kb_at_1min": after_minute[0] if after_minute else None,
+            "rss_kb_end": samples[-1][1] if samples else None,
+            "rss_kb_each_minute": [kb for t, kb in samples[11::12]],
+            "rss_growth_after_1min": round(after_minute[-1] / float(after_minute[0]) - 1, 4)
+            if after_minute else None, "disk_used_max_bytes": disk_max,
+            "log_files": len(logs), "log_bytes_max_file": max(
+                os.path.getsize(os.path.join(work, n)) for n in logs) if logs else 0,
+            "log_cap_bytes": int((3 + 1) * args.log_max_mb * 1e6),
+            "segments_kept": len(segments),
+            "segments_bytes": du([os.path.join(work, n) for n in segments]),
+            "record_cap_bytes": int(args.record_max_gb * 1e9),
+            "segments_unplayable": [n for n in segments if plays(os.path.join(work, n)) == 0],
+            "captions": summary["captions"], "frames": summary["frames"],
+            "failures": summary["failures"], "error": summary["error"],
+            "web_visits": seen["visits"], "web_errors": seen["errors"],
+            "returncode": process.returncode, "stderr_lines": errors[-12:]}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--bundle", required=True)
     parser.add_argument("--seconds", type=float, default=20.0,
                         help="length of the web and recording runs (default 20)")
-    parser.add_argument("--only", help="comma-separated: web,static,slideshow,recording")
+    parser.add_argument("--only", help="comma-separated: web,static,slideshow,recording,field "
+                                       "(default all but field)")
+    parser.add_argument("--minutes", type=float, default=5.0, help="field: run length")
+    parser.add_argument("--field-source", default="rtsp", choices=("rtsp", "synthetic"))
+    parser.add_argument("--field-gate", default="off", choices=("on", "off"))
+    parser.add_argument("--outage-every", type=float, default=120.0, help="field: seconds")
+    parser.add_argument("--outage-s", type=float, default=30.0, help="field: outage length")
+    parser.add_argument("--log-max-mb", type=float, default=1.0)
+    parser.add_argument("--segment-min", type=float, default=0.1)
+    parser.add_argument("--record-max-gb", type=float, default=0.01)
     args = parser.parse_args()
     bundle = os.path.abspath(args.bundle)
     names = sorted(os.listdir(PHOTOS))
@@ -224,7 +314,8 @@ def main():
     checks = [("web", lambda: check_web(bundle, work, args.seconds)),
               ("static", lambda: check_static(bundle, work, names)),
               ("slideshow", lambda: check_slideshow(bundle, work, names)),
-              ("recording", lambda: check_recording(bundle, work, args.seconds))]
+              ("recording", lambda: check_recording(bundle, work, args.seconds)),
+              ("field", lambda: check_field(bundle, work, args))]
     if "recording" in only and "static" not in only:
         write_video(os.path.join(work, "static.avi"), names[:1], 10)
     for name, check in checks:

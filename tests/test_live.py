@@ -304,7 +304,7 @@ def test_truncated_jpeg_in_folder_is_damaged(tiny_bundle, real_data, tmp_path):
     assert last.startswith("nanocap-live: error: damaged image") and "b.jpg" in last, last
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_signal_ends_cleanly(tiny_bundle, tmp_path, signum):
     log_path = tmp_path / "caps.jsonl"
     process = subprocess.Popen(

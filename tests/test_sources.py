@@ -205,3 +205,71 @@ def test_grabber_stops_promptly():
     start = time.time()
     grabber.stop()
     assert time.time() - start < 1.0 and not grabber.thread.is_alive()
+
+
+class RebootingCamera(FlakyCamera):
+    """Stops after ``frames``; its first ``down`` reopen attempts fail (an IP camera
+    rebooting), then it delivers ``frames`` more."""
+
+    def __init__(self, frames, down):
+        FlakyCamera.__init__(self, frames, revive=0)
+        self.down = down
+
+    def reopen(self):
+        self.reopens += 1
+        if self.reopens > self.down:
+            self.left = self.frames
+            return True
+        return False
+
+
+def test_lost_camera_waited_for_by_default():
+    """No ``retries``: a camera down for 12 reopen attempts is still waited for, the
+    backoff capped; the outage is reported when it goes and when it comes back."""
+    events = []
+    camera = RebootingCamera(frames=5, down=12)
+    grabber = FrameGrabber(camera, drop=False, backoff_s=0.01, max_backoff_s=0.02,
+                           on_event=events.append).start()
+    start = time.time()
+    got = []
+    while len(got) < 10 and time.time() - start < 5:
+        item = grabber.get(timeout=0.5)
+        if item is not None:
+            got.append(item[0])
+    grabber.stop()
+    assert got == list(range(10)) and grabber.error is None
+    assert time.time() - start < 2.0                    # capped: not 0.01 * 2**12 s
+    assert [e["event"] for e in events][:2] == ["source_lost", "source_back"]
+    assert events[1]["reopens"] == 13 and events[1]["outage_s"] >= 0
+
+
+class HangingCamera(FlakyCamera):
+    """A stream connected but silent: the 3rd read blocks for ``hang`` s, then gives
+    a stale frame (as FFmpeg does at its read timeout)."""
+
+    def __init__(self, hang):
+        FlakyCamera.__init__(self, frames=10 ** 9, revive=10)
+        self.hang, self.reads = hang, 0
+
+    def read(self):
+        self.reads += 1
+        time.sleep(self.hang if self.reads == 3 else 0.01)
+        return FlakyCamera.read(self)
+
+
+def test_blocked_read_is_lost_by_timeout():
+    events = []
+    grabber = FrameGrabber(HangingCamera(hang=1.2), drop=True, backoff_s=0.01,
+                           read_timeout_s=0.4, on_event=events.append).start()
+    seen_lost, start = None, time.time()
+    while time.time() - start < 0.9:
+        grabber.get(timeout=0.05)          # the consumer's watchdog, while the read hangs
+        seen_lost = seen_lost or grabber.lost_seconds()
+    assert seen_lost is not None and events[0]["event"] == "source_lost"
+    assert "read blocked" in events[0]["reason"]
+    while time.time() - start < 3 and len(events) < 2:
+        grabber.get(timeout=0.05)
+    grabber.stop()
+    assert [e["event"] for e in events] == ["source_lost", "source_back"]
+    assert events[1]["outage_s"] >= 0.4 and grabber.outages == 1
+    assert events[1]["reopens"] >= 1        # the stale frame ended nothing: a reopen did
