@@ -23,6 +23,7 @@ from edge.display import no_window_line, window_problem
 from edge.errors import NanocapError, run_cli
 from edge.gate import DEFAULT_CHANGE, DEFAULT_REFRESH_S, SceneGate
 from edge.paths import check_output_paths
+from edge.publish import publisher_stats
 from edge.systemd import print_unit
 
 PROG = "nanocap-live"
@@ -232,6 +233,9 @@ def main(argv=None):
             log.close()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+    outputs = publisher_stats(sinks)     # after close: what was delivered in the end
+    if outputs:
+        summary["outputs"] = outputs
     if summary.get("error"):
         _stderr("%s: %s\n" % (PROG, summary["error"]))
     damaged = getattr(source, "damaged", [])
