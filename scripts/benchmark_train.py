@@ -104,6 +104,7 @@ class Bench(object):
         config = ModelConfig(vocab_size=len(self.vocab), backbone=self.args.backbone,
                              hidden=self.args.hidden, image_size=self.args.image_size, max_len=16,
                              decoder=decoder)
+        torch.manual_seed(0)  # the same encoder as the cache's (its key names the settings)
         return Captioner(config, weights="none").to(self.device)
 
     def loader(self, inputs, workers):
