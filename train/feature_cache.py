@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from edge.errors import NanocapError
-from train import arrayfile, loaders
+from train import arrayfile, distributed, loaders
 
 DTYPE = np.float16
 FP16_MAX = float(np.finfo(np.float16).max)
@@ -130,3 +130,15 @@ def cached_features(model, source, folder, name, key, device, workers, build_her
     skip = set(meta["bad"])
     keep = [i for i in range(len(source)) if i not in skip]
     return FeatureArray(array, keep, meta.get("exponent", 0)), keep
+
+
+def shared(model, source, folder, name, key, ctx, workers):
+    """``cached_features`` under DDP (``ctx``: ``train.distributed.Context``): rank 0
+    opens or builds the cache while the other ranks wait, then they open it."""
+    if ctx.main:
+        found = cached_features(model, source, folder, name, key, ctx.device, workers)
+    distributed.barrier(ctx)
+    if not ctx.main:
+        found = cached_features(model, source, folder, name, key, ctx.device, workers,
+                                build_here=False)
+    return found

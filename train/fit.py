@@ -66,8 +66,8 @@ def add_arguments(parser):
     a("--label-smoothing", type=float, default=0.0)
     a("--freeze-encoder", action="store_true", help="two-step: cache features, train decoder")
     a("--finetune-epochs", type=int, default=0, help="joint epochs after --freeze-encoder")
-    a("--workers", type=int, help="DataLoader workers (default: cores, at most 8, when images "
-      "are decoded from files; else 0 on CPU, 4 on CUDA)")
+    a("--workers", type=int,
+      help="DataLoader workers (default: cores up to 8 decoding JPEGs, else 0 on CPU, 4 on CUDA)")
     a("--seed", type=int, default=0)
     a("--val-images", type=int, default=250, help="validation images decoded per epoch")
     a("--clip", type=float, default=5.0, help="gradient norm clipping")
@@ -180,16 +180,7 @@ def feature_inputs(model, source, args, ctx, name):
     workers = args.workers if args.workers is not None else default_workers(source.decodes_files,
                                                                              ctx.device)
     plain = source.subset(range(len(source)), augment=False)  # no augmentation in cached features
-
-    def load(build_here):
-        return feature_cache.cached_features(model, plain, args.out, name, key, ctx.device, workers,
-                                             build_here=build_here)
-
-    if ctx.main:
-        features, keep = load(True)
-    distributed.barrier(ctx)
-    if not ctx.main:
-        features, keep = load(False)
+    features, keep = feature_cache.shared(model, plain, args.out, name, key, ctx, workers)
     return features, source.subset(keep)
 
 
