@@ -72,8 +72,8 @@ def test_two_step_training_caches_features(shapes, tmp_path):
             "--finetune-epochs", "1", "--rnn", "lstm"] + TINY
     assert main(args) == 0
     assert [e["phase"] for e in _log(run)] == ["decoder", "decoder", "finetune"]
-    assert os.path.isfile(os.path.join(run, "features-train.pt"))
-    assert os.path.isfile(os.path.join(run, "features-val.pt"))
+    for name in ("features-train.npy", "features-train.json", "features-val.npy", "features-val.json"):
+        assert os.path.isfile(os.path.join(run, name)), name
     model = load_checkpoint(os.path.join(run, "last.pt"))[0]
     assert model.config.rnn == "lstm"
 

@@ -3,6 +3,7 @@ from edge.cli import dispatch
 
 COMMANDS = [
     ("synth", "train.synth", "write a synthetic shapes dataset (Karpathy format)"),
+    ("prepare", "train.prepared", "decode and resize a dataset's images once into one file"),
     ("fit", "train.fit", "train a captioner"),
     ("eval", "train.evaluate", "decode a split and score it (checkpoint or bundle)"),
     ("score", "train.score", "score a COCO-format results file"),

@@ -1,5 +1,6 @@
 """Training inputs: images read with OpenCV and resized with ``edge.image.resize``
-(the device's resize), captions as token ids, batching, and the feature cache.
+(the device's resize), captions as token ids, batching. The feature cache is
+``train.feature_cache``, prepared image files ``train.prepared``.
 
 A batch (``collate``) holds B images and all their sampled captions::
 
@@ -11,7 +12,6 @@ A batch (``collate``) holds B images and all their sampled captions::
 so the encoder runs once per image however many captions it has.
 """
 import hashlib
-import os
 
 import numpy as np
 import torch
@@ -52,6 +52,15 @@ def read_resized(path, size, augment=False, problems=None):
         return None
 
 
+def unreadable_reasons(records, indices, size):
+    """One line per unreadable image ``records[i]``, ``i`` in ``indices``, naming
+    the file and why (it is read once more: workers only report None)."""
+    problems = []
+    for index in indices:
+        read_resized(records[index].path, size, problems=problems)
+    return problems
+
+
 def name_unreadable(problems, debug=False):
     """One log line naming unreadable images: how many, and the first three
     ``problems`` (every one with ``debug``)."""
@@ -62,52 +71,76 @@ def name_unreadable(problems, debug=False):
 
 
 class ImageSource(object):
-    """Resized images of ``records``, either preloaded (``array``) or read on demand
-    (then optionally augmented: ``random_crop`` before the resize)."""
+    """Resized images of ``records``: held in memory (``array``: ``uint8 [N,H,W,3]``),
+    read from prepared files (``array``: a ``train.arrayfile.ArrayFile``), or decoded
+    on demand from the image files (``array`` None). ``rows[i]`` is record i's row
+    in ``array`` (default: i). ``augment``: a random crop (``random_crop``) then
+    the resize, on every read."""
 
-    def __init__(self, records, size, array=None, augment=False):
+    def __init__(self, records, size, array=None, augment=False, rows=None):
         self.records = list(records)
         self.size = size
         self.array = array
         self.augment = augment
+        self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
 
     def __len__(self):
         return len(self.records)
 
+    @property
+    def decodes_files(self):
+        """True when ``get`` decodes image files (the slow path)."""
+        return self.array is None
+
     def get(self, index):
-        """``uint8 [H,W,3]`` or None (unreadable file; lazy mode only)."""
-        if self.array is not None:
-            return self.array[index]
-        return read_resized(self.records[index].path, self.size, self.augment)
+        """``uint8 [H,W,3]`` or None (unreadable file; on-demand mode only)."""
+        if self.array is None:
+            return read_resized(self.records[index].path, self.size, self.augment)
+        row = index if self.rows is None else int(self.rows[index])
+        image = self.array.read(row) if hasattr(self.array, "read") else self.array[row]
+        return resize(random_crop(image), (self.size, self.size)) if self.augment else image
+
+    def name(self, index):
+        """The image file of item ``index`` (for naming an unreadable one)."""
+        return self.records[index].path
+
+    def subset(self, keep, augment=None):
+        """The images at indices ``keep`` (no copy of the pixels)."""
+        rows = np.arange(len(self)) if self.rows is None else self.rows
+        return ImageSource([self.records[i] for i in keep], self.size, self.array,
+                           self.augment if augment is None else augment,
+                           None if self.array is None else rows[list(keep)])
 
 
-def load_images(records, size, preload_mb=2048, progress=False, augment=False):
+def load_images(records, size, preload_mb=2048, progress=False, augment=False, workers=0):
     """Preload resized images when they fit in ``preload_mb`` (and no ``augment``),
-    dropping unreadable files. Returns ``(ImageSource, problems)``: one line per
-    unreadable file naming it; in lazy mode unreadable files are skipped (and
-    named) batch by batch instead (``collate``'s ``"bad"``)."""
+    decoded by ``workers`` DataLoader processes, dropping unreadable files. Returns
+    ``(ImageSource, problems)``: one line per unreadable file naming it; in lazy
+    mode unreadable files are skipped (and named) batch by batch instead
+    (``collate``'s ``"bad"``)."""
+    from train.loaders import image_loader  # loaders imports nothing from here
     need_mb = len(records) * size * size * 3 / 2.0 ** 20
     if augment or need_mb > preload_mb:
         return ImageSource(records, size, augment=augment), []
-    kept, arrays, problems = [], [], []
-    iterator = records
+    array = np.zeros((len(records), size, size, 3), np.uint8)
+    keep, bad = [], []
+    batches = image_loader(ImageSource(records, size), 64, workers, "cpu")
     if progress:
         from tqdm import tqdm
-        iterator = tqdm(records, desc="reading images", unit="img", leave=False)
-    for record in iterator:
-        image = read_resized(record.path, size, problems=problems)
-        if image is not None:
-            kept.append(record)
-            arrays.append(image)
-    array = np.stack(arrays) if arrays else np.zeros((0, size, size, 3), np.uint8)
-    return ImageSource(kept, size, array), problems
+        batches = tqdm(batches, desc="reading images", unit="batch", leave=False)
+    for indices, images, missing in batches:
+        bad.extend(missing)
+        if images is not None:
+            array[indices] = images.numpy()
+            keep.extend(indices)
+    return ImageSource(records, size, array).subset(keep), unreadable_reasons(records, bad, size)
 
 
 class CaptionDataset(Dataset):
     """Item i: ``(i, image uint8 [H,W,3] or feature [F] or None, token lists)``.
 
-    ``inputs`` is an ``ImageSource`` or a float tensor ``[N, F]`` of cached
-    features; up to ``per_image`` captions are sampled for each item.
+    ``inputs`` is an ``ImageSource`` or cached features (``train.feature_cache.FeatureArray``
+    or a float tensor ``[N, ...]``); up to ``per_image`` captions are sampled for each item.
     """
 
     def __init__(self, inputs, token_lists, per_image=CAPTIONS_PER_IMAGE):
@@ -131,7 +164,7 @@ class CaptionDataset(Dataset):
 
     def name(self, index):
         """The image file of item ``index`` (for naming an unreadable one)."""
-        return self.inputs.records[index].path
+        return self.inputs.name(index)
 
 
 def pad_tokens(token_lists, pad_id=0):
@@ -179,48 +212,9 @@ def image_batches(source, batch_size):
             yield indices, torch.from_numpy(np.stack(images))
 
 
-@torch.no_grad()
-def compute_features(model, source, batch_size=64, device="cpu"):
-    """Encoder features ``float32 [N, ...]`` of every image (``[N, F]`` pooled for
-    ``fc``, ``[N, R, F]`` regions for ``att``; zeros for unreadable ones) and a
-    bool mask ``[N]`` of the readable ones. Model in eval mode."""
-    was_training = model.training
-    model.eval()
-    features = None
-    ok = torch.zeros(len(source), dtype=torch.bool)
-    for indices, images in image_batches(source, batch_size):
-        batch = model.encode(images.to(device)).float().cpu()
-        if features is None:
-            features = torch.zeros((len(source),) + tuple(batch.shape[1:]))
-        features[indices] = batch
-        ok[indices] = True
-    if features is None:  # no readable image at all
-        features = torch.zeros(len(source), model.feature_dim)
-    model.train(was_training)
-    return features, ok
-
-
 def cache_key(parts, records):
     """Hex digest naming a feature cache: model/settings ``parts`` + image paths."""
     digest = hashlib.sha1(repr(parts).encode("utf-8"))
     for record in records:
         digest.update(record.path.encode("utf-8"))
     return digest.hexdigest()[:16]
-
-
-def cached_features(path, key, compute):
-    """Features from ``path`` if it holds ``key``, else ``compute()`` saved there.
-
-    ``compute() -> (features [N,F], ok [N])``; returns the same pair."""
-    if os.path.isfile(path):
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-            if data.get("key") == key:
-                return data["features"], data["ok"]
-        except Exception:  # a half-written or foreign file: recompute
-            pass
-    features, ok = compute()
-    tmp = path + ".tmp"
-    torch.save({"key": key, "features": features, "ok": ok}, tmp)
-    os.replace(tmp, path)
-    return features, ok

@@ -25,14 +25,16 @@ from torch.utils.data.distributed import DistributedSampler
 from edge.errors import NanocapError
 from edge.vocab import Vocabulary, clean_caption
 from train import data as tdata
-from train import distributed, scst
+from train import distributed, feature_cache, scst
 from train.checkpoint import read_checkpoint, save_checkpoint
 from train.datasets import FORMATS, by_split, filter_existing, load_dataset
 from train.decoding import greedy_search
 from train.fit_checks import (AUTO_MAX_LEN, RUN_FILES, check_arguments, check_resume, data_digest,
                               max_len_arg, resolve_max_len)
+from train.loaders import default_workers, loader_options
 from train.metrics import quick_scores
 from train.model import BACKBONES, Captioner, ModelConfig
+from train.prepared import open_prepared
 from train.schedule import Schedule
 
 
@@ -64,7 +66,8 @@ def add_arguments(parser):
     a("--label-smoothing", type=float, default=0.0)
     a("--freeze-encoder", action="store_true", help="two-step: cache features, train decoder")
     a("--finetune-epochs", type=int, default=0, help="joint epochs after --freeze-encoder")
-    a("--workers", type=int, help="DataLoader workers (default: 0 if images fit in memory)")
+    a("--workers", type=int,
+      help="DataLoader workers (default: cores up to 8 decoding JPEGs, else 0 on CPU, 4 on CUDA)")
     a("--seed", type=int, default=0)
     a("--val-images", type=int, default=250, help="validation images decoded per epoch")
     a("--clip", type=float, default=5.0, help="gradient norm clipping")
@@ -73,6 +76,8 @@ def add_arguments(parser):
     a("--augment", action="store_true",
       help="random crops (>= 90%% of each side) before the resize; reads images every epoch")
     a("--preload-mb", type=float, default=2048, help="preload images when they fit in this")
+    a("--prepared", metavar="DIR",
+      help="read the images from DIR, written by python -m train prepare, not from the files")
     a("--no-progress", action="store_true", help="no tqdm progress bar")
     scst.add_arguments(a)
     a("--restart", action="store_true",
@@ -119,10 +124,17 @@ def build_model(args, vocab, resume):
 
 
 def load_sources(args, splits, size, log, ctx):
-    """Preloaded (or lazy) train and val image sources; unreadable files counted."""
-    train, bad = tdata.load_images(splits["train"], size, args.preload_mb,
-                                   progress=ctx.main and not args.no_progress, augment=args.augment)
-    val, bad_val = tdata.load_images(splits["val"][:args.val_images], size, args.preload_mb)
+    """Train and val image sources: prepared files (``--prepared``), preloaded or
+    read on demand; unreadable files counted and named."""
+    val_records = splits["val"][:args.val_images]
+    if getattr(args, "prepared", None):
+        train, bad = open_prepared(args.prepared, splits["train"], size, args.augment)
+        val, bad_val = open_prepared(args.prepared, val_records, size)
+    else:
+        workers = args.workers if args.workers is not None else default_workers(True, "cpu")
+        train, bad = tdata.load_images(splits["train"], size, args.preload_mb, workers=workers,
+                                       progress=ctx.main and not args.no_progress, augment=args.augment)
+        val, bad_val = tdata.load_images(val_records, size, args.preload_mb, workers=workers)
     if bad + bad_val:
         log(tdata.name_unreadable(bad + bad_val, getattr(args, "debug", False)))
     if not len(train):
@@ -161,24 +173,15 @@ def phases(args):
 
 
 def feature_inputs(model, source, args, ctx, name):
-    """Encoder features of ``source`` cached in ``RUN/features-<name>.pt``: ``(features, source)``
-    with unreadable images dropped from both."""
+    """Encoder features of ``source`` cached in ``RUN/features-<name>.npy`` (float16,
+    ``train.feature_cache``): ``(FeatureArray, source)`` with unreadable images
+    dropped from both. Rank 0 builds the cache; the other ranks wait and open it."""
     key = tdata.cache_key((model.config.to_dict(), args.weights, args.seed), source.records)
-    path = os.path.join(args.out, "features-%s.pt" % name)
-
-    def compute():  # no augmentation in cached features
-        plain = tdata.ImageSource(source.records, source.size, source.array)
-        return tdata.compute_features(model, plain, 64, ctx.device)
-
-    if ctx.main:
-        features, ok = tdata.cached_features(path, key, compute)
-    distributed.barrier(ctx)
-    if not ctx.main:
-        features, ok = tdata.cached_features(path, key, compute)
-    keep = ok.nonzero().flatten().tolist()
-    kept = tdata.ImageSource([source.records[i] for i in keep], source.size,
-                             None if source.array is None else source.array[keep], source.augment)
-    return features[keep], kept
+    workers = args.workers if args.workers is not None else default_workers(source.decodes_files,
+                                                                             ctx.device)
+    plain = source.subset(range(len(source)), augment=False)  # no augmentation in cached features
+    features, keep = feature_cache.shared(model, plain, args.out, name, key, ctx, workers)
+    return features, source.subset(keep)
 
 
 @torch.no_grad()
@@ -206,15 +209,18 @@ def evaluate(model, inputs, records, vocab, device, batch_size=64):
 
 
 def make_loader(dataset, args, ctx, lazy):
-    workers = args.workers if args.workers is not None else (min(4, os.cpu_count() or 1) if lazy else 0)
+    """The training DataLoader: shuffled (a DistributedSampler under DDP), workers
+    (``--workers``, default ``loaders.default_workers``; ``lazy``: images decoded
+    from files), pinned memory on CUDA, persistent workers and prefetching."""
+    workers = args.workers if args.workers is not None else default_workers(lazy, ctx.device)
     sampler = DistributedSampler(dataset, ctx.world, ctx.rank, shuffle=True, seed=args.seed) \
         if ctx.distributed else None
     generator = torch.Generator().manual_seed(args.seed)
     per_rank = -(-len(dataset) // ctx.world)
     lone_last = per_rank > args.batch_size and per_rank % args.batch_size == 1  # BatchNorm needs 2
     return DataLoader(dataset, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,
-                      collate_fn=tdata.collate, num_workers=workers, generator=generator,
-                      drop_last=lone_last)
+                      collate_fn=tdata.collate, generator=generator, drop_last=lone_last,
+                      **loader_options(workers, ctx.device))
 
 
 def fit(args, ctx):
