@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 
@@ -300,12 +299,15 @@ def test_scst_on_two_gloo_ranks_with_an_odd_number_of_images(binding, tmp_path):
          "-m", "train", "fit", "--data", binding, "--out", run, "--epochs", "1",
          "--scst-epochs", "1", "--scst-samples", "2", "--val-images", "2"] + TINY,
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        universal_newlines=True, start_new_session=True)
+        universal_newlines=True)
     try:
         out, err = ranks.communicate(timeout=240)
     except subprocess.TimeoutExpired:
-        os.killpg(ranks.pid, signal.SIGKILL)  # the launcher and both ranks
-        ranks.communicate()
+        ranks.terminate()  # torchrun passes SIGTERM on to the ranks (each in its own session)
+        try:
+            ranks.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            ranks.kill()
         pytest.fail("the two ranks did not finish within 240 s (a collective one rank never reached?)")
     assert ranks.returncode == 0, err[-3000:]
     assert "train 17 images" in out

@@ -7,11 +7,11 @@ Each epoch writes ``RUN/last.pt`` (resumed from when present), ``RUN/best.pt``
 when the validation CIDEr improves (greedy decoding, ``train.metrics.quick_scores``;
 without validation images, ``--val-images 0`` or no val split, there is no score
 to choose by and ``best.pt`` is the last epoch's) and one line of ``RUN/log.jsonl``.
-``--device`` picks where the model runs (auto: CUDA when available). A resumed run continues exactly (weights,
-optimizer, best score, per-epoch seeds); an ``--out`` holding another model config
-or dataset is refused unless ``--restart`` (``train.fit_checks``). ``--minutes``
-stops on a wall-clock budget; the LR follows a warm-up then a cosine over steps
-or time, whichever runs out first.
+A resumed run continues exactly (weights, optimizer, best score, per-epoch
+seeds); an ``--out`` holding another model config or dataset is refused unless
+``--restart`` (``train.fit_checks``). ``--minutes`` stops on a wall-clock budget;
+the LR follows a warm-up then a cosine over steps or time, whichever runs out
+first. ``--device`` picks where the model runs (auto: CUDA when available).
 """
 import contextlib
 import json
