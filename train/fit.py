@@ -29,7 +29,7 @@ from train import data as tdata
 from train import distributed, scst
 from train.checkpoint import read_checkpoint, save_checkpoint
 from train.datasets import FORMATS, by_split, filter_existing, load_dataset
-from train.cross_entropy import TrainStep, batch_loss
+from train.cross_entropy import TrainStep, batch_loss, caption_loss  # noqa: F401 (fit's names)
 from train.decoding import greedy_search
 from train.fit_checks import (AUTO_MAX_LEN, RUN_FILES, check_arguments, check_resume, data_digest,
                               max_len_arg, resolve_max_len)

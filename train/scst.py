@@ -119,7 +119,7 @@ def scst_batch(model, features, image_ids, reward, vocab, k, baseline, max_len):
     sampled reward, "length": mean words, "greedy": mean greedy reward or None}``.
     The folded decoder weights are built once for the whole batch."""
     with model.folded_once():
-        state, memory = model.init_decoder(features)
+        state, memory = model.init_decoder(features.float())  # a float16 cache's rows too
         tokens, logprobs, mask = sample_search(
             model.step, state.repeat_interleave(k, dim=0), vocab.start_id, vocab.end_id, max_len,
             memory=tuple(m.repeat_interleave(k, dim=0) for m in memory))  # k rows per image
