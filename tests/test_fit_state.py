@@ -118,3 +118,17 @@ def test_feature_cache_holds_the_encoder_output(shapes, tmp_path):
                                rtol=0, atol=2e-3)  # float16: 11 significant bits
     # the check can tell images apart: their features differ far beyond the tolerance
     assert (expected[1:] - expected[:-1]).abs().max() / scale > 1e-2
+
+
+def test_without_validation_best_is_the_last_epoch(shapes, tmp_path):
+    """``--val-images 0``: no score to choose by, so ``best.pt`` is the last epoch's
+    weights (not the lowest training loss: SCST's is near 0 whatever it learnt)."""
+    run = str(tmp_path / "run")
+    assert main(["fit", "--data", shapes, "--out", run, "--epochs", "1", "--val-images", "0",
+                 "--scst-epochs", "1", "--scst-samples", "2"] + TINY) == 0
+    with open(os.path.join(run, "log.jsonl")) as handle:
+        log = [json.loads(line) for line in handle]
+    assert [(e["phase"], e["best"], e["val"]) for e in log] == [("joint", True, {}), ("scst", True, {})]
+    best, last = (read_checkpoint(os.path.join(run, n)) for n in ("best.pt", "last.pt"))
+    assert best["train"]["epoch"] == 2 and best["train"]["best_score"] is None
+    assert_same_tensors(best["model"], last["model"], "best.pt")

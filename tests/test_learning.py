@@ -107,5 +107,5 @@ def test_training_beats_the_best_constant_caption(shapes, tmp_path):
     model, vocab, _ = load_checkpoint(os.path.join(run, "last.pt"))
     source, problems = tdata.load_images(train, model.config.image_size)
     assert not problems and len(source) == len(train)
-    scores, _ = evaluate(model, source, train, vocab, "cpu")
+    scores, _ = evaluate(model, source, train, vocab)
     assert scores["CIDEr"] > MARGIN * baseline, (scores, baseline, constant)

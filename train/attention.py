@@ -24,9 +24,9 @@ G gates (GRU 3, LSTM 4), S state, V vocabulary, T steps):
   Unsqueeze, Add, Tanh, MatMul, Squeeze, Softmax (opset 13, last axis),
   Unsqueeze, MatMul, Squeeze, Add: plain ops TensorRT 8.2 imports.
 - ``forward_features(regions, tokens_in [N,T]) -> logits [N,T,V]``: teacher
-  forcing loops over the same step; it leaves ``attention_penalty`` (the
-  doubly stochastic regulariser, ``mean_R (1 - sum_t alpha)^2`` over non-pad
-  steps) for ``fit --att-reg LAMBDA``.
+  forcing loops over the same step; it leaves the step's attention weights
+  ``attention_weights [N,T,R]`` for ``attention_penalty`` (the doubly
+  stochastic regulariser of ``fit --att-reg LAMBDA``).
 """
 import torch
 import torch.nn as nn
@@ -49,7 +49,7 @@ class AttentionCaptioner(Captioner):
         self.att_key = nn.Linear(self.feature_dim, hidden)
         self.att_query = nn.Linear(hidden, hidden, bias=False)
         self.att_score = nn.Linear(hidden, 1, bias=False)  # a bias would cancel in softmax
-        self.attention_penalty = None
+        self.attention_weights = None
 
     # -- encoder -----------------------------------------------------------
     def feature_map(self, images):
@@ -114,7 +114,7 @@ class AttentionCaptioner(Captioner):
     # -- teacher forcing -----------------------------------------------------
     def forward_features(self, features, tokens_in):
         """Regions ``[N,R,F]``, tokens ``[N,T]`` -> logits ``[N,T,V]``; sets
-        ``attention_penalty`` (scalar tensor) for the doubly stochastic regulariser."""
+        ``attention_weights [N,T,R]`` (alpha of every step) for ``attention_penalty``."""
         w = self.folded_weights()
         state, (keys, values) = self.init_decoder(features, w)
         tokens_in = tokens_in.long()
@@ -123,10 +123,19 @@ class AttentionCaptioner(Captioner):
             h, state, alpha = self.advance(w, tokens_in[:, t], state, keys, values)
             outputs.append(h)
             alphas.append(alpha)
-        live = (tokens_in != 0).float().unsqueeze(2)                       # [N,T,1]
-        coverage = (torch.stack(alphas, dim=1) * live).sum(1)              # [N,R]
-        self.attention_penalty = ((1.0 - coverage) ** 2).mean()
+        self.attention_weights = torch.stack(alphas, dim=1)
         return self.out(self.dropout(torch.stack(outputs, dim=1)))
+
+
+def attention_penalty(alphas, targets):
+    """Show, Attend and Tell's doubly stochastic regulariser: ``alphas [N,T,R]``
+    (``attention_weights``), ``targets int [N,T]`` (the tokens each step is
+    trained to emit, ``<pad>`` = 0) -> ``mean_{N,R} (1 - sum_t alpha_t)^2``
+    over the steps whose target is a word or ``<end>``, so a caption's penalty
+    does not depend on how long the other captions of its batch are."""
+    live = (targets != 0).to(alphas.dtype).unsqueeze(2)                     # [N,T,1]
+    coverage = (alphas * live).sum(1)                                        # [N,R]
+    return ((1.0 - coverage) ** 2).mean()
 
 
 def attention_maps(model, images, tokens, start_id):
@@ -137,7 +146,9 @@ def attention_maps(model, images, tokens, start_id):
     with torch.no_grad():
         feature_map = model.feature_map(images)
         state, memory = model.init_decoder(feature_map.flatten(2).transpose(1, 2))
-        current = torch.full((images.shape[0],), int(start_id), dtype=torch.long)
+        current = torch.full((images.shape[0],), int(start_id), dtype=torch.long,
+                             device=images.device)
+        tokens = tokens.to(images.device)
         maps = []
         for t in range(tokens.shape[1]):
             _, state, alpha = model.step(current, state, *memory, return_attention=True)

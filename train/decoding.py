@@ -34,11 +34,11 @@ def greedy_search(step, state, start_id, end_id, max_len, memory=()):
     the chosen ids (``<pad>`` after ``<end>``) and their log-probabilities
     (0 after ``<end>``).
     """
-    n = state.shape[0]
-    tokens = torch.full((n, max_len), PAD_ID, dtype=torch.long)
-    logprobs = torch.zeros((n, max_len), dtype=torch.float32)
-    current = torch.full((n,), start_id, dtype=torch.long)
-    done = torch.zeros(n, dtype=torch.bool)
+    n, device = state.shape[0], state.device
+    tokens = torch.full((n, max_len), PAD_ID, dtype=torch.long, device=device)
+    logprobs = torch.zeros((n, max_len), dtype=torch.float32, device=device)
+    current = torch.full((n,), start_id, dtype=torch.long, device=device)
+    done = torch.zeros(n, dtype=torch.bool, device=device)
     for t in range(max_len):
         step_logprobs, state = step(current, state, *memory)
         step_logprobs = step_logprobs.float()
@@ -80,18 +80,18 @@ def beam_search(step, state, start_id, end_id, max_len, beam_size=3,
     the best beam per image (``<pad>`` after ``<end>``) and its summed
     log-probability divided by ``length ** length_norm``.
     """
-    n, k = state.shape[0], int(beam_size)
+    n, k, device = state.shape[0], int(beam_size), state.device
     if k < 1:
         raise ValueError("beam_size must be >= 1, not %r" % beam_size)
     state = state.repeat_interleave(k, dim=0)                     # [N*K, S]
     memory = tuple(m.repeat_interleave(k, dim=0) for m in memory)  # [N*K, ...]
-    sums = torch.full((n, k), float("-inf"))
+    sums = torch.full((n, k), float("-inf"), device=device)
     sums[:, 0] = 0.0                                              # one live beam at first
-    history = torch.full((n, k, max_len), PAD_ID, dtype=torch.long)
-    lengths = torch.zeros((n, k), dtype=torch.long)
-    done = torch.zeros((n, k), dtype=torch.bool)
-    current = torch.full((n * k,), start_id, dtype=torch.long)
-    rows = torch.arange(n).unsqueeze(1)
+    history = torch.full((n, k, max_len), PAD_ID, dtype=torch.long, device=device)
+    lengths = torch.zeros((n, k), dtype=torch.long, device=device)
+    done = torch.zeros((n, k), dtype=torch.bool, device=device)
+    current = torch.full((n * k,), start_id, dtype=torch.long, device=device)
+    rows = torch.arange(n, device=device).unsqueeze(1)
     for t in range(max_len):
         step_logprobs, state = step(current, state, *memory)
         step_logprobs = step_logprobs.float().view(n, k, -1)
@@ -113,7 +113,7 @@ def beam_search(step, state, start_id, end_id, max_len, beam_size=3,
         current = token.view(-1)
     final = _length_normalised(sums, lengths, length_norm)
     best_score, best = _topk_stable(final, 1)
-    return history[torch.arange(n), best[:, 0]], best_score[:, 0]
+    return history[rows[:, 0], best[:, 0]], best_score[:, 0]
 
 
 def sample_search(step, state, start_id, end_id, max_len, temperature=1.0, generator=None,
@@ -121,7 +121,8 @@ def sample_search(step, state, start_id, end_id, max_len, temperature=1.0, gener
     """Draw one caption per row by multinomial sampling, keeping the graph for
     policy gradients (self-critical training, ``train.scst``).
 
-    ``step``, ``state [N, S]`` and ``memory`` as for ``greedy_search``. The policy is the step's distribution without
+    ``step``, ``state [N, S]`` and ``memory`` as for ``greedy_search``; ``generator``
+    (None: the global one) lives on ``state``'s device. The policy is the step's distribution without
     ``<pad>`` and ``<start>`` (never valid words), renormalised; tokens are drawn
     from it sharpened by ``temperature``, their log-probabilities are its own.
     Returns ``(tokens LongTensor [N, max_len], logprobs FloatTensor [N, max_len],
@@ -158,11 +159,12 @@ def sample_search(step, state, start_id, end_id, max_len, temperature=1.0, gener
 
 
 def decode_batch(model, vocab, images, beam_size=1, length_norm=DEFAULT_LENGTH_NORM):
-    """Decode a batch: ``uint8 [N, H, W, 3]`` BGR tensor at the model's size ->
-    ``tokens LongTensor [N, max_len]`` (greedy when ``beam_size == 1``)."""
+    """Decode a batch: ``uint8 [N, H, W, 3]`` BGR tensor at the model's size (on any
+    device: it moves to the model's) -> ``tokens LongTensor [N, max_len]`` on the
+    model's device (greedy when ``beam_size == 1``)."""
     max_len = int(model.config.max_len)
     with torch.no_grad():
-        state, memory = model.start(images)
+        state, memory = model.start(images.to(model.device))
         if beam_size <= 1:
             tokens, _ = greedy_search(model.step, state, vocab.start_id, vocab.end_id, max_len,
                                       memory=memory)
@@ -193,9 +195,8 @@ def caption_images(model, vocab, images_uint8_NHWC, beam_size=1, batch_size=64,
     size = int(model.config.image_size)
     results = []
     frames = list(images_uint8_NHWC)
-    device = next(model.parameters()).device
     for begin in range(0, len(frames), batch_size):
-        batch = _as_batch(frames[begin:begin + batch_size], size).to(device)
+        batch = _as_batch(frames[begin:begin + batch_size], size)
         tokens = decode_batch(model, vocab, batch, beam_size, length_norm).cpu()
         for row in tokens.tolist():
             ids = trim_tokens(row, vocab.end_id)

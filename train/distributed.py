@@ -1,7 +1,9 @@
 """DDP plumbing for ``torchrun --nproc_per_node N -m train fit ...``.
 
 Under torchrun (``WORLD_SIZE`` > 1) one process per GPU joins an NCCL group, or
-a gloo group on CPU. Only rank 0 writes files and logs.
+a gloo group on CPU. Only rank 0 writes files and logs. ``train fit --device``
+(``resolve_device``) picks the device: ``auto`` (CUDA when available), ``cpu``,
+``cuda`` (each rank its ``LOCAL_RANK``'s GPU) or ``cuda:N`` (one process).
 """
 import hashlib
 import os
@@ -28,15 +30,43 @@ class Context(object):
         return self.rank == 0
 
 
-def setup():
-    """Join the process group if launched by torchrun; return a ``Context``."""
+DEVICES = "auto, cpu, cuda or cuda:N"
+
+
+def resolve_device(name, local_rank=0, world=1):
+    """``--device`` -> ``torch.device``; a bad value, or CUDA asked for where there is
+    none (or not that GPU), is one ``NanocapError`` line (exit 2)."""
+    text = str(name).strip().lower()
+    if text == "auto":
+        text = "cuda" if torch.cuda.is_available() else "cpu"
+    if text == "cpu":
+        return torch.device("cpu")
+    kind, _, index = text.partition(":")
+    if kind != "cuda" or (index and not index.isdigit()):
+        raise NanocapError("--device must be %s, not %r" % (DEVICES, name))
+    if not torch.cuda.is_available():
+        raise NanocapError("--device %s: CUDA is not available here (torch %s, %s); use "
+                           "--device cpu" % (name, torch.__version__, "built without CUDA"
+                                             if torch.version.cuda is None else "no GPU found"))
+    if index and world > 1:
+        raise NanocapError("--device %s names one GPU for %d processes: under torchrun use "
+                           "--device cuda (each rank takes its LOCAL_RANK's GPU)" % (name, world))
+    number, count = int(index or local_rank), torch.cuda.device_count()
+    if number >= count:
+        raise NanocapError("--device %s: GPU %d asked for, %d present" % (name, number, count))
+    return torch.device("cuda", number)
+
+
+def setup(device="auto"):
+    """Resolve ``device`` (``resolve_device``), join the process group if launched by
+    torchrun (NCCL on CUDA, gloo on the CPU); return a ``Context``."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = torch.cuda.is_available()
-    device = "cuda:%d" % local_rank if cuda else "cpu"
+    device = resolve_device(device, local_rank, world)
+    cuda = device.type == "cuda"
     if cuda:
-        torch.cuda.set_device(local_rank)
+        torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")
         if not cuda:  # share the CPU cores instead of oversubscribing them
@@ -58,27 +88,31 @@ def barrier(ctx):
         dist.barrier()
 
 
-def max_across(ctx, values):
-    """Element-wise maximum of a list of floats over all ranks (the same answer
-    everywhere, so every rank takes the same stop/LR decisions)."""
+def _reduce(ctx, values, op):
+    """A list of floats reduced element-wise over all ranks with ``op``."""
     if not ctx.distributed:
         return list(values)
     tensor = torch.tensor(values, dtype=torch.float64)
-    if ctx.device.type == "cuda":
+    if ctx.device.type == "cuda":  # NCCL reduces CUDA tensors only
         tensor = tensor.to(ctx.device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    dist.all_reduce(tensor, op=op)
     return tensor.cpu().tolist()
+
+
+def max_across(ctx, values):
+    """Element-wise maximum of a list of floats over all ranks (the same answer
+    everywhere, so every rank takes the same stop/LR decisions)."""
+    return _reduce(ctx, values, dist.ReduceOp.MAX)
+
+
+def sum_across(ctx, values):
+    """Element-wise sum of a list of floats over all ranks."""
+    return _reduce(ctx, values, dist.ReduceOp.SUM)
 
 
 def mean_across(ctx, value):
     """Mean of a float over all ranks."""
-    if not ctx.distributed:
-        return value
-    tensor = torch.tensor([value], dtype=torch.float64)
-    if ctx.device.type == "cuda":
-        tensor = tensor.to(ctx.device)
-    dist.all_reduce(tensor)
-    return tensor.item() / ctx.world
+    return sum_across(ctx, [value])[0] / ctx.world
 
 
 def parameters_digest(module):

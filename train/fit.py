@@ -4,12 +4,14 @@ Phases: ``joint`` (encoder + decoder trained together), or with
 ``--freeze-encoder`` a ``decoder`` phase on encoder features computed once and
 cached on disk, then ``--finetune-epochs`` of ``finetune`` (joint, LR / 10).
 Each epoch writes ``RUN/last.pt`` (resumed from when present), ``RUN/best.pt``
-when the validation CIDEr improves (greedy decoding, ``train.metrics.quick_scores``)
-and one line of ``RUN/log.jsonl``. A resumed run continues exactly (weights,
-optimizer, best score, per-epoch seeds); an ``--out`` holding another model config
-or dataset is refused unless ``--restart`` (``train.fit_checks``). ``--minutes``
-stops on a wall-clock budget; the LR follows a warm-up then a cosine over steps
-or time, whichever runs out first.
+when the validation CIDEr improves (greedy decoding, ``train.metrics.quick_scores``;
+without validation images, ``--val-images 0`` or no val split, there is no score
+to choose by and ``best.pt`` is the last epoch's) and one line of ``RUN/log.jsonl``.
+A resumed run continues exactly (weights, optimizer, best score, per-epoch
+seeds); an ``--out`` holding another model config or dataset is refused unless
+``--restart`` (``train.fit_checks``). ``--minutes`` stops on a wall-clock budget;
+the LR follows a warm-up then a cosine over steps or time, whichever runs out
+first. ``--device`` picks where the model runs (auto: CUDA when available).
 """
 import contextlib
 import json
@@ -18,7 +20,6 @@ import time
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
@@ -28,6 +29,7 @@ from train import data as tdata
 from train import distributed, feature_cache, scst
 from train.checkpoint import read_checkpoint, save_checkpoint
 from train.datasets import FORMATS, by_split, filter_existing, load_dataset
+from train.cross_entropy import TrainStep, batch_loss, caption_loss  # noqa: F401 (fit's names)
 from train.decoding import greedy_search
 from train.fit_checks import (AUTO_MAX_LEN, RUN_FILES, check_arguments, check_resume, data_digest,
                               max_len_arg, resolve_max_len)
@@ -69,6 +71,8 @@ def add_arguments(parser):
     a("--workers", type=int,
       help="DataLoader workers (default: cores up to 8 decoding JPEGs, else 0 on CPU, 4 on CUDA)")
     a("--seed", type=int, default=0)
+    a("--device", default="auto", help="auto (CUDA when available, else the CPU), cpu, cuda "
+      "(under torchrun: each rank its LOCAL_RANK's GPU) or cuda:N (default auto)")
     a("--val-images", type=int, default=250, help="validation images decoded per epoch")
     a("--clip", type=float, default=5.0, help="gradient norm clipping")
     a("--dropout", type=float, default=0.2)
@@ -88,7 +92,7 @@ def add_arguments(parser):
 
 def run(args):
     check_arguments(args)
-    ctx = distributed.setup()
+    ctx = distributed.setup(args.device)
     try:
         return fit(args, ctx)
     finally:
@@ -143,25 +147,6 @@ def load_sources(args, splits, size, log, ctx):
     return train, val
 
 
-class TrainStep(nn.Module):
-    """What DDP wraps: ``(inputs, tokens_in [M,T], owner [M]) -> logits [M,T,V]``;
-    inputs are images ``uint8 [B,H,W,3]`` or cached features ``[B,F]``."""
-
-    def __init__(self, model, from_features):
-        super().__init__()
-        self.model, self.from_features = model, from_features
-
-    def forward(self, inputs, tokens_in, owner):
-        features = inputs if self.from_features else self.model.encode(inputs)
-        return self.model.forward_features(features.index_select(0, owner), tokens_in)
-
-
-def caption_loss(logits, targets, smoothing):
-    """Cross-entropy over non-pad targets: logits ``[M,T,V]``, targets ``[M,T]``."""
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
-                           ignore_index=0, label_smoothing=smoothing)
-
-
 def phases(args):
     """``[(name, epochs, lr)]`` of the run."""
     if not args.freeze_encoder:
@@ -185,10 +170,11 @@ def feature_inputs(model, source, args, ctx, name):
 
 
 @torch.no_grad()
-def evaluate(model, inputs, records, vocab, device, batch_size=64):
-    """Greedy-decode the val images (or features) once; ``(quick_scores, sample)``."""
+def evaluate(model, inputs, records, vocab, batch_size=64):
+    """Greedy-decode the val images (or features) once, on the model's device;
+    ``(quick_scores, sample)``."""
     model.eval()
-    hyps = {}
+    hyps, device = {}, model.device
     if isinstance(inputs, tdata.ImageSource):
         batches = ((idx, model.encode(images.to(device)))
                    for idx, images in tdata.image_batches(inputs, batch_size))
@@ -253,7 +239,7 @@ def fit(args, ctx):
     size = model.config.image_size
     train_src, val_src = load_sources(args, splits, size, log, ctx)
     log("train %d images, val %d images, vocabulary %d words, %s on %s x%d"
-        % (len(train_src), len(val_src), len(vocab), model.config.backbone, ctx.device.type, ctx.world))
+        % (len(train_src), len(val_src), len(vocab), model.config.backbone, ctx.device, ctx.world))
     state = {"phase": 0, "phase_epoch": 0, "phase_step": 0, "epoch": 0, "step": 0, "best_score": None,
              "data": os.path.abspath(args.data), "data_digest": data_digest(splits["train"])}
     state.update(resume["train"] if resume else {})
@@ -298,13 +284,8 @@ def train_one_epoch(step_module, loader, optimizer, scaler, params, schedule, st
             return loss_sum, seen, skipped, True
         for group in optimizer.param_groups:
             group["lr"] = lr
-        tokens = batch["tokens"].to(ctx.device)
         with (torch.autocast("cuda", dtype=torch.float16) if cuda else contextlib.nullcontext()):
-            logits = step_module(batch["inputs"].to(ctx.device), tokens[:, :-1],
-                                 batch["owner"].to(ctx.device))
-            loss = caption_loss(logits, tokens[:, 1:], args.label_smoothing)
-            if getattr(args, "att_reg", 0.0):
-                loss = loss + args.att_reg * getattr(step_module, "module", step_module).model.attention_penalty
+            loss = batch_loss(step_module, batch, args, ctx.device)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
@@ -348,10 +329,7 @@ def run_phase(name, epochs, lr, model, vocab, train_src, val_src, state, opt_sta
     model.train()
     while state["phase_epoch"] < epochs:
         epoch_start = time.time()
-        torch.manual_seed(args.seed + 1000 * state["epoch"])  # a resumed epoch draws
-        loader.generator.manual_seed(args.seed + state["epoch"])  # what it would have
-        if isinstance(loader.sampler, DistributedSampler):
-            loader.sampler.set_epoch(state["epoch"])
+        seed_epoch(loader, args, state)
         desc = "%s %d/%d" % (name, state["phase_epoch"] + 1, epochs)
         loss_sum, seen, skipped, stopped = train_one_epoch(
             step_module, loader, optimizer, scaler, params, schedule, state, args, ctx, desc)
@@ -366,6 +344,15 @@ def run_phase(name, epochs, lr, model, vocab, train_src, val_src, state, opt_sta
     return False
 
 
+def seed_epoch(loader, args, state):
+    """Seed what epoch ``state["epoch"]`` draws (dropout, sampling, shuffling, the
+    ranks' shares) from its number: a resumed epoch draws what it would have."""
+    torch.manual_seed(args.seed + 1000 * state["epoch"])
+    loader.generator.manual_seed(args.seed + state["epoch"])
+    if isinstance(loader.sampler, DistributedSampler):
+        loader.sampler.set_epoch(state["epoch"])
+
+
 def end_epoch(model, vocab, optimizer, state, name, loss_sum, seen, skipped, seconds,
               val_inputs, val_src, args, ctx, log, extra=None):
     """Validate (rank 0), write last.pt / best.pt / log.jsonl (plus ``extra`` fields), print one line."""
@@ -373,10 +360,10 @@ def end_epoch(model, vocab, optimizer, state, name, loss_sum, seen, skipped, sec
     if ctx.main:
         scores, sample = ({}, "")
         if len(val_src):
-            scores, sample = evaluate(model, val_inputs, val_src.records, vocab, ctx.device)
-        score = scores.get("CIDEr", -train_loss)
-        best = state["best_score"] is None or score > state["best_score"]
-        if best:
+            scores, sample = evaluate(model, val_inputs, val_src.records, vocab)
+        score = scores.get("CIDEr")  # None without validation: best.pt = the last epoch
+        best = score is None or state["best_score"] is None or score > state["best_score"]
+        if best and score is not None:
             state["best_score"] = score
         entry = {"epoch": state["epoch"], "phase": name, "phase_epoch": state["phase_epoch"],
                  "step": state["step"], "train_loss": round(train_loss, 5), "images": seen * ctx.world,

@@ -79,7 +79,8 @@ def model_cost(model, max_len=None, beam_size=3):
     steps = int(max_len or config.max_len)
     size = int(config.image_size)
     model = model.eval()
-    image = torch.zeros((1, size, size, 3), dtype=torch.uint8)
+    device = model.device
+    image = torch.zeros((1, size, size, 3), dtype=torch.uint8, device=device)
     with torch.no_grad():  # the derived decoder view exists before counting (as in a graph)
         model.folded_weights()
     encoder = _count(lambda: model.start(image))
@@ -88,9 +89,10 @@ def model_cost(model, max_len=None, beam_size=3):
         _, memory = model.start(image)
 
     def step_cost(n):  # the att decoder's memory (regions' keys, values) repeated per row
-        state = torch.zeros((n, model.state_dim))
+        state = torch.zeros((n, model.state_dim), device=device)
+        tokens = torch.ones(n, dtype=torch.long, device=device)
         rows = tuple(m.expand(n, *m.shape[1:]) for m in memory)
-        return _count(lambda: model.step(torch.ones(n, dtype=torch.long), state, *rows))
+        return _count(lambda: model.step(tokens, state, *rows))
 
     step1, stepk = step_cost(1), step_cost(int(beam_size))
     greedy = encoder + steps * step1

@@ -19,6 +19,7 @@ Shapes (N batch, T caption steps, F feature size, S state size, V vocabulary):
   per gate group), a derived view: saved parameter names are unchanged.
 - ``forward(images, tokens_in [N, T]) -> logits [N, T, V]`` (teacher forcing).
 """
+import contextlib
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -144,6 +145,11 @@ class Captioner(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.out = nn.Linear(hidden, config.vocab_size)
 
+    @property
+    def device(self):
+        """Where the parameters are: every tensor the model is fed or makes follows it."""
+        return self.out.weight.device
+
     # -- encoder -----------------------------------------------------------
     def encode(self, images):
         """``uint8 [N,H,W,3]`` BGR -> pooled features ``[N, F]``."""
@@ -197,7 +203,11 @@ class Captioner(nn.Module):
         (i, f, o | g) so one Sigmoid covers a contiguous block.
 
         Cached while the parameters are unchanged (keyed on their version
-        counters); recomputed, not cached, when autograd needs them."""
+        counters); recomputed, not cached, when autograd needs them, except
+        inside ``folded_once()``."""
+        pinned = getattr(self, "_pinned_fold", None)
+        if pinned is not None:
+            return pinned
         params = self.fold_params()
         live = torch.is_grad_enabled() and any(p.requires_grad for p in params)
         key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
@@ -210,6 +220,19 @@ class Captioner(nn.Module):
             folded = dict((name, t.detach().clone()) for name, t in folded.items())
             self._folded = (key, folded)
         return folded
+
+    @contextlib.contextmanager
+    def folded_once(self):
+        """Within: every ``folded_weights()`` (so every ``step``) returns one fold
+        built on entry, with autograd when the parameters need it: a sampled
+        batch (``train.scst``) folds its [V, G*H] table once, not once per step.
+        The parameters must not change inside (no optimizer step)."""
+        self._pinned_fold = None
+        self._pinned_fold = self.folded_weights()
+        try:
+            yield self._pinned_fold
+        finally:
+            self._pinned_fold = None
 
     def fold_params(self):
         """The parameters ``folded_weights`` derives from (``_fold``'s arguments)."""

@@ -17,6 +17,17 @@ captions cut off mid-phrase. The encoder is frozen (eval mode, no gradient);
 the decoder is trained. Each epoch logs the mean reward and the mean sampled
 caption length (words, ``<end>`` excluded) beside the usual validation; the
 best validation CIDEr still picks ``best.pt``.
+
+The phase reads its inputs through the cross-entropy phases' loader (workers
+decode the images; with ``--freeze-encoder`` and no fine-tuning, the decoder
+phase's feature cache instead: no encoder pass at all). Under torchrun every
+rank runs the same number of batches (``DistributedSampler`` pads) and reaches
+every collective: a rank whose batch held no readable image adds a zero
+gradient; a batch unreadable on every rank is skipped by all. Unreadable images
+are named at the end of the epoch, as in cross-entropy. Each epoch is seeded
+from its number (``train.fit.seed_epoch``), so a resumed run equals an
+uninterrupted one. ``--scst-lr`` defaults to 5e-5, the learning rate of
+self-critical.pytorch's SCST configs (``fc_rl``, ``updown_sc``, ``a2i2_sc``).
 """
 import time
 
@@ -41,7 +52,8 @@ def add_arguments(add):
     add("--scst-samples", type=int, default=5, help="captions sampled per image in SCST")
     add("--scst-baseline", default="mean", choices=BASELINES,
         help="SCST baseline: mean reward of the other samples, or the greedy caption's")
-    add("--scst-lr", type=float, default=5e-4, help="Adam learning rate of the SCST phase (default 5e-4)")
+    add("--scst-lr", type=float, default=5e-5,
+        help="Adam learning rate of the SCST phase (default 5e-5, self-critical.pytorch's)")
 
 
 def phases(args):
@@ -101,26 +113,27 @@ def scst_loss(logprobs, mask, advantage):
     return -weighted.sum() / mask.sum().clamp(min=1.0)
 
 
-def scst_batch(model, images, image_ids, reward, vocab, k, baseline, max_len):
-    """Sample ``k`` captions per image, reward them, return ``(loss, stats)``:
-    ``stats = {"reward": mean sampled reward, "length": mean words, "greedy": mean greedy reward or None}``."""
-    with torch.no_grad():
-        features = model.encode(images)
-    state, memory = model.init_decoder(features)
-    tokens, logprobs, mask = sample_search(
-        model.step, state.repeat_interleave(k, dim=0), vocab.start_id, vocab.end_id, max_len,
-        memory=tuple(m.repeat_interleave(k, dim=0) for m in memory))  # k rows per image
-    rewards = reward(tokens.cpu(), image_ids)
-    greedy_mean = None
-    if baseline == "greedy":
-        greedy, _ = greedy_search(model.step, state.detach(), vocab.start_id, vocab.end_id,
-                                  max_len, memory=memory)
-        greedy_rewards = reward(greedy.cpu(), image_ids)
-        base = np.repeat(greedy_rewards, k)
-        greedy_mean = float(greedy_rewards.mean())
-    else:
-        base = mean_baseline(rewards, k)
-    advantage = torch.as_tensor(rewards - base, dtype=torch.float32, device=logprobs.device)
+def scst_batch(model, features, image_ids, reward, vocab, k, baseline, max_len):
+    """Sample ``k`` captions per image from encoder ``features [B, ...]`` (on the
+    model's device), reward them, return ``(loss, stats)``: ``stats = {"reward": mean
+    sampled reward, "length": mean words, "greedy": mean greedy reward or None}``.
+    The folded decoder weights are built once for the whole batch."""
+    with model.folded_once():
+        state, memory = model.init_decoder(features.float())  # a float16 cache's rows too
+        tokens, logprobs, mask = sample_search(
+            model.step, state.repeat_interleave(k, dim=0), vocab.start_id, vocab.end_id, max_len,
+            memory=tuple(m.repeat_interleave(k, dim=0) for m in memory))  # k rows per image
+        rewards = reward(tokens.cpu(), image_ids)
+        greedy_mean = None
+        if baseline == "greedy":
+            greedy, _ = greedy_search(model.step, state.detach(), vocab.start_id, vocab.end_id,
+                                      max_len, memory=memory)
+            greedy_rewards = reward(greedy.cpu(), image_ids)
+            base = np.repeat(greedy_rewards, k)
+            greedy_mean = float(greedy_rewards.mean())
+        else:
+            base = mean_baseline(rewards, k)
+    advantage = torch.as_tensor(rewards - base, dtype=torch.float32).to(logprobs.device)
     loss = scst_loss(logprobs, mask, advantage)
     ended = (tokens == vocab.end_id).any(dim=1)
     words = mask.sum(dim=1) - ended.long()
@@ -128,8 +141,18 @@ def scst_batch(model, images, image_ids, reward, vocab, k, baseline, max_len):
                   "greedy": greedy_mean}
 
 
+def frozen_features(model, inputs, from_features):
+    """A batch's ``inputs`` (on the model's device) -> encoder features, no gradient:
+    cached features as float, or images through the frozen encoder (eval mode)."""
+    if from_features:
+        return inputs.float()
+    with torch.no_grad():
+        return model.encode(inputs).float()
+
+
 def _average_gradients(params, ctx):
-    """Under torchrun: mean of every gradient over the ranks (no DDP wrapper needed)."""
+    """Under torchrun: mean of every gradient over the ranks (no DDP wrapper needed);
+    a parameter without a gradient (a rank with no readable image) adds zeros."""
     if not ctx.distributed:
         return
     for p in params:
@@ -139,14 +162,73 @@ def _average_gradients(params, ctx):
         p.grad /= ctx.world
 
 
+def scst_update(model, batch, from_features, reward, vocab, params, optimizer, args, ctx):
+    """One optimizer step on ``batch`` (``train.data.collate``'s; on this rank it may
+    hold no readable image: a zero gradient then). Returns ``(loss sum over the
+    batch's images, stats, images)``; ``stats`` None for an empty batch."""
+    optimizer.zero_grad(set_to_none=True)
+    loss_sum, stats, images = 0.0, None, 0
+    if "inputs" in batch:
+        features = frozen_features(model, batch["inputs"].to(model.device, non_blocking=True),
+                                   from_features)
+        images = features.shape[0]
+        loss, stats = scst_batch(model, features, batch["index"].tolist(), reward, vocab,
+                                 args.scst_samples, args.scst_baseline, model.config.max_len)
+        loss.backward()
+        loss_sum = loss.item() * images
+    _average_gradients(params, ctx)
+    nn.utils.clip_grad_norm_(params, args.clip)
+    optimizer.step()
+    return loss_sum, stats, images
+
+
+def scst_inputs(model, train_src, args, ctx):
+    """``(inputs, source)`` SCST reads: the decoder phase's cached features when the
+    encoder never trained in this run (``--freeze-encoder`` without
+    ``--finetune-epochs``: the cache holds this very encoder's output), else the
+    images (encoded batch by batch)."""
+    from train import fit as tfit  # fit imports this module
+    if args.freeze_encoder and not args.finetune_epochs:
+        return tfit.feature_inputs(model, train_src, args, ctx, "train")
+    return train_src, train_src
+
+
+def run_scst_epoch(model, loader, from_features, reward, vocab, params, optimizer, deadline,
+                   state, args, ctx):
+    """One pass over ``loader``: ``(sums {"loss", "reward", "length", "greedy"} over
+    this rank's images, images, unreadable files, stopped by the deadline)``."""
+    sums = {"loss": 0.0, "reward": 0.0, "length": 0.0, "greedy": 0.0}
+    seen, skipped = 0, []
+    for batch in loader:
+        skipped.extend(loader.dataset.name(i) for i in batch["bad"])
+        stop = deadline is not None and time.time() >= deadline
+        stop, anyone = distributed.max_across(ctx, [float(stop), float("inputs" in batch)])
+        if stop:
+            return sums, seen, skipped, True
+        if not anyone:  # no rank read an image of this batch: all skip it alike
+            continue
+        loss_sum, stats, images = scst_update(model, batch, from_features, reward, vocab, params,
+                                              optimizer, args, ctx)
+        state["phase_step"] += 1
+        state["step"] += 1
+        seen += images
+        sums["loss"] += loss_sum
+        for key in ("reward", "length", "greedy"):
+            sums[key] += ((stats or {}).get(key) or 0.0) * images
+    return sums, seen, skipped, False
+
+
 def run_scst_phase(name, epochs, lr, model, vocab, train_src, val_src, state, opt_state, deadline,
                    args, ctx, log):
     """The ``scst`` phase, called by ``train.fit`` like its cross-entropy phases
     (same arguments); returns True when stopped by the time budget."""
     from train import fit as tfit  # fit imports this module
-    k, baseline = args.scst_samples, args.scst_baseline
+    inputs, train_src = scst_inputs(model, train_src, args, ctx)
+    from_features = not isinstance(inputs, tdata.ImageSource)
     references = [tdata.encode_captions(vocab, r.captions, model.config.max_len) for r in train_src.records]
     reward = Reward(references, len(vocab), vocab.end_id)
+    loader = tfit.make_loader(tdata.CaptionDataset(inputs, references), args, ctx,
+                              lazy=not from_features and train_src.array is None)
     for p in model.backbone.parameters():
         p.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -157,53 +239,25 @@ def run_scst_phase(name, epochs, lr, model, vocab, train_src, val_src, state, op
         started = time.time()
         model.train()
         model.backbone.eval()
-        generator = torch.Generator().manual_seed(args.seed + state["epoch"])  # same on every rank
-        order = torch.randperm(len(train_src), generator=generator).tolist()[ctx.rank::ctx.world]
-        sums = {"loss": 0.0, "reward": 0.0, "length": 0.0, "greedy": 0.0}
-        batches, seen, skipped, stopped = 0, 0, [], False
-        for begin in range(0, len(order), args.batch_size):
-            stop = deadline is not None and time.time() >= deadline
-            if distributed.max_across(ctx, [float(stop)])[0]:
-                stopped = True
-                break
-            chunk = order[begin:begin + args.batch_size]
-            kept = [(i, train_src.get(i)) for i in chunk]
-            skipped.extend(train_src.name(i) for i, image in kept if image is None)
-            kept = [(i, image) for i, image in kept if image is not None]
-            if not kept:
-                continue
-            images = torch.from_numpy(np.stack([image for _, image in kept])).to(ctx.device)
-            loss, stats = scst_batch(model, images, [i for i, _ in kept], reward, vocab, k, baseline,
-                                     model.config.max_len)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            _average_gradients(params, ctx)
-            nn.utils.clip_grad_norm_(params, args.clip)
-            optimizer.step()
-            state["phase_step"] += 1
-            state["step"] += 1
-            batches += 1
-            seen += len(kept)
-            sums["loss"] += loss.item()
-            for key in ("reward", "length", "greedy"):
-                sums[key] += stats[key] or 0.0
+        tfit.seed_epoch(loader, args, state)
+        sums, seen, skipped, stopped = run_scst_epoch(model, loader, from_features, reward, vocab,
+                                                      params, optimizer, deadline, state, args, ctx)
         if seen or not stopped:
             state["phase_epoch"] += 1
             state["epoch"] += 1
-            means = dict((key, distributed.mean_across(ctx, value / max(1, batches)))
-                         for key, value in sums.items())
+            total = distributed.sum_across(ctx, [float(seen)])[0]
+            means = dict(zip(sums, [v / max(1.0, total) for v in
+                                    distributed.sum_across(ctx, list(sums.values()))]))
             extra = {"scst_reward": round(means["reward"], 5), "scst_length": round(means["length"], 3),
-                     "scst_baseline": baseline, "scst_samples": k}
-            if baseline == "greedy":
+                     "scst_baseline": args.scst_baseline, "scst_samples": args.scst_samples}
+            if args.scst_baseline == "greedy":
                 extra["scst_greedy_reward"] = round(means["greedy"], 5)
             log("scst epoch %d: mean reward %.4f, mean sampled length %.2f words%s"
-                % (state["epoch"], means["reward"], means["length"],
-                   ", greedy reward %.4f" % means["greedy"] if baseline == "greedy" else ""))
-            tfit.end_epoch(model, vocab, optimizer, state, name, sums["loss"] / max(1, batches) * seen,
-                           seen, skipped,
+                % (state["epoch"], means["reward"], means["length"], ", greedy reward %.4f"
+                   % means["greedy"] if args.scst_baseline == "greedy" else ""))
+            tfit.end_epoch(model, vocab, optimizer, state, name, sums["loss"], seen, skipped,
                            time.time() - started, val_src, val_src, args, ctx, log, extra=extra)
         if stopped:
             log("time budget of %.1f min reached" % args.minutes)
             return True
     return False
-
