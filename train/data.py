@@ -28,23 +28,25 @@ def encode_captions(vocab, captions, max_len):
     return [vocab.encode(c, max_len) for c in captions]
 
 
-def random_crop(image, keep=0.9):
+def random_crop(image, keep=0.9, generator=None):
     """A random crop keeping at least ``keep`` of each side: the only augmentation,
-    applied to the original before the resize (no flips: captions say left/right)."""
+    applied to the original before the resize (no flips: captions say left/right).
+    ``generator``: a ``torch.Generator`` (default: torch's global one)."""
     height, width = image.shape[:2]
-    h = int(torch.randint(int(height * keep), height + 1, ()).item())
-    w = int(torch.randint(int(width * keep), width + 1, ()).item())
-    top = int(torch.randint(0, height - h + 1, ()).item())
-    left = int(torch.randint(0, width - w + 1, ()).item())
+
+    def draw(low, high):
+        return int(torch.randint(low, high, (), generator=generator).item())
+    h, w = draw(int(height * keep), height + 1), draw(int(width * keep), width + 1)
+    top, left = draw(0, height - h + 1), draw(0, width - w + 1)
     return image[top:top + h, left:left + w]
 
 
-def read_resized(path, size, augment=False, problems=None):
+def read_resized(path, size, augment=False, problems=None, generator=None):
     """``uint8 [size,size,3]`` BGR, or None if the file is missing, corrupt or cut
     short; then the one-line reason is appended to ``problems`` (a list) if given."""
     try:
         image = read_image(path)
-        return resize(random_crop(image) if augment else image, (size, size))
+        return resize(random_crop(image, generator=generator) if augment else image, (size, size))
     except Exception as exc:  # NanocapError; cv2 errors on damaged files vary by version
         if problems is not None:
             problems.append(str(exc) if isinstance(exc, NanocapError)
@@ -92,13 +94,16 @@ class ImageSource(object):
         """True when ``get`` decodes image files (the slow path)."""
         return self.array is None
 
-    def get(self, index):
-        """``uint8 [H,W,3]`` or None (unreadable file; on-demand mode only)."""
+    def get(self, index, generator=None):
+        """``uint8 [H,W,3]`` or None (unreadable file; on-demand mode only);
+        ``generator`` draws the augmentation's crop."""
         if self.array is None:
-            return read_resized(self.records[index].path, self.size, self.augment)
+            return read_resized(self.records[index].path, self.size, self.augment,
+                                generator=generator)
         row = index if self.rows is None else int(self.rows[index])
         image = self.array.read(row) if hasattr(self.array, "read") else self.array[row]
-        return resize(random_crop(image), (self.size, self.size)) if self.augment else image
+        return (resize(random_crop(image, generator=generator), (self.size, self.size))
+                if self.augment else image)
 
     def name(self, index):
         """The image file of item ``index`` (for naming an unreadable one)."""
@@ -151,14 +156,19 @@ class CaptionDataset(Dataset):
     def __len__(self):
         return len(self.token_lists)
 
-    def __getitem__(self, index):
+    def __getitem__(self, key):
+        """``key``: an index, or ``(index, seed)`` from ``train.loaders.EpochSampler``:
+        then the item's random draws (captions kept, crop) come from ``seed`` alone,
+        the same in any worker, a resumed run included."""
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        generator = None if seed is None else torch.Generator().manual_seed(seed)
         if isinstance(self.inputs, ImageSource):
-            item = self.inputs.get(index)
+            item = self.inputs.get(index, generator)
         else:
             item = self.inputs[index]
         captions = self.token_lists[index]
         if len(captions) > self.per_image:
-            order = torch.randperm(len(captions))[:self.per_image].tolist()
+            order = torch.randperm(len(captions), generator=generator)[:self.per_image].tolist()
             captions = [captions[k] for k in order]
         return index, item, captions
 

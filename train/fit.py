@@ -21,7 +21,6 @@ import time
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
-from torch.utils.data.distributed import DistributedSampler
 
 from edge.errors import NanocapError
 from edge.vocab import Vocabulary, clean_caption
@@ -33,7 +32,7 @@ from train.cross_entropy import TrainStep, batch_loss, caption_loss  # noqa: F40
 from train.decoding import greedy_search
 from train.fit_checks import (AUTO_MAX_LEN, RUN_FILES, check_arguments, check_resume, data_digest,
                               max_len_arg, resolve_max_len)
-from train.loaders import default_workers, loader_options
+from train.loaders import EpochSampler, default_workers, loader_options
 from train.metrics import quick_scores
 from train.model import BACKBONES, Captioner, ModelConfig
 from train.prepared import open_prepared
@@ -195,16 +194,15 @@ def evaluate(model, inputs, records, vocab, batch_size=64):
 
 
 def make_loader(dataset, args, ctx, lazy):
-    """The training DataLoader: shuffled (a DistributedSampler under DDP), workers
+    """The training DataLoader: shuffled by an ``EpochSampler`` (equal shares per rank), workers
     (``--workers``, default ``loaders.default_workers``; ``lazy``: images decoded
     from files), pinned memory on CUDA, persistent workers and prefetching."""
     workers = args.workers if args.workers is not None else default_workers(lazy, ctx.device)
-    sampler = DistributedSampler(dataset, ctx.world, ctx.rank, shuffle=True, seed=args.seed) \
-        if ctx.distributed else None
+    sampler = EpochSampler(len(dataset), ctx.world, ctx.rank, args.seed)
     generator = torch.Generator().manual_seed(args.seed)
-    per_rank = -(-len(dataset) // ctx.world)
+    per_rank = len(sampler)
     lone_last = per_rank > args.batch_size and per_rank % args.batch_size == 1  # BatchNorm needs 2
-    return DataLoader(dataset, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,
+    return DataLoader(dataset, batch_size=args.batch_size, sampler=sampler,
                       collate_fn=tdata.collate, generator=generator, drop_last=lone_last,
                       **loader_options(workers, ctx.device))
 
@@ -349,8 +347,7 @@ def seed_epoch(loader, args, state):
     ranks' shares) from its number: a resumed epoch draws what it would have."""
     torch.manual_seed(args.seed + 1000 * state["epoch"])
     loader.generator.manual_seed(args.seed + state["epoch"])
-    if isinstance(loader.sampler, DistributedSampler):
-        loader.sampler.set_epoch(state["epoch"])
+    loader.sampler.set_epoch(state["epoch"])   # the shuffle and every item's draws
 
 
 def end_epoch(model, vocab, optimizer, state, name, loss_sum, seen, skipped, seconds,

@@ -6,9 +6,35 @@ import os
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 PREFETCH = 4  # batches queued per worker
+
+
+class EpochSampler(Sampler):
+    """This rank's share of a shuffle that depends only on ``seed`` and the epoch
+    (``set_epoch``), padded as ``DistributedSampler`` pads so every rank gets
+    ``ceil(n / world)`` items. Yields ``(index, item_seed)``: ``CaptionDataset``
+    draws that item's randomness from ``item_seed``, so what an epoch reads is
+    the same in fresh or persistent workers, in a resumed run or an unbroken one."""
+
+    def __init__(self, n, world=1, rank=0, seed=0):
+        self.n, self.world, self.rank, self.seed = int(n), int(world), int(rank), int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch):
+        self.epoch = int(epoch)
+
+    def __len__(self):
+        return -(-self.n // self.world)
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        order = torch.randperm(self.n, generator=generator).tolist()
+        order += order[:len(self) * self.world - self.n]          # pad: equal shares
+        base = (self.seed * 1000003 + self.epoch) * 1000003
+        for index in order[self.rank::self.world]:
+            yield index, (base + index) % (2 ** 62)
 
 
 def default_workers(decodes_jpegs, device):
