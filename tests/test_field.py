@@ -49,7 +49,8 @@ def test_log_on_dev_full_never_stops_the_captions(tiny_bundle, tmp_path):
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     summary = summary_of(result)
-    assert summary["frames"] == 90 and summary["captions_computed"] >= 5
+    assert summary["frames"] + summary["dropped_frames"] == 90    # paced: a busy loop drops
+    assert summary["captions_computed"] >= 5
     assert summary["log_lines"] == 0 and summary["log_skipped"] >= 1
     assert "/dev/full" in summary["error"] and "No space left" in summary["error"]
     said = [l for l in result.stderr.splitlines() if l.startswith("nanocap: log /dev/full")]
