@@ -49,7 +49,8 @@ def test_log_on_dev_full_never_stops_the_captions(tiny_bundle, tmp_path):
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     summary = summary_of(result)
-    assert summary["frames"] == 90 and summary["captions_computed"] >= 5
+    assert summary["frames"] + summary["dropped_frames"] == 90    # paced: a busy loop drops
+    assert summary["captions_computed"] >= 5
     assert summary["log_lines"] == 0 and summary["log_skipped"] >= 1
     assert "/dev/full" in summary["error"] and "No space left" in summary["error"]
     said = [l for l in result.stderr.splitlines() if l.startswith("nanocap: log /dev/full")]
@@ -264,12 +265,12 @@ def test_lost_camera_shown_marked_logged_not_recorded(tiny_bundle, tmp_path):
     summary = run_live(camera, open_backend(tiny_bundle, backend="ort"),
                        [window, VideoSink(out, 30.0)], log, backoff_s=0.05)
     log.close()
-    assert summary["frames"] == 60 and summary["error"] is None
+    assert summary["frames"] + summary["dropped_frames"] == 60 and summary["error"] is None
     assert summary["outages"] == 1 and summary["last_outage"]["outage_s"] >= 1.4
     marked = [f for f in window.frames
               if (f[60, :, 2].astype(int) - f[60, :, 1].astype(int)).mean() > 60]
-    assert 4 <= len(marked) <= 12 and len(window.frames) == 60 + len(marked)
-    assert len(count_frames(out)) == summary["recorded_frames"] <= 60
+    assert 4 <= len(marked) <= 12 and len(window.frames) == summary["frames"] + len(marked)
+    assert len(count_frames(out)) == summary["recorded_frames"] <= summary["frames"]
     events = [l for l in read_log(str(tmp_path / "caps.jsonl")) if "event" in l]
     assert [e["event"] for e in events] == ["source_lost", "source_back"]
     assert events[0]["source"] == "camera /dev/video9"
