@@ -35,7 +35,7 @@ def resize(frame, size):
     difference 0.4 grey levels on a smooth 640x480 image) at about a tenth of
     the cost (640x480 -> 96x96: 0.27 ms instead of 2.35 ms on the loaded
     2-core development machine). Smaller frames use ``INTER_AREA`` directly.
-    Training (``train.data``) and the device use this one function.
+    Training (``train.data.batches``) and the device use this one function.
     """
     height, width = int(size[0]), int(size[1])
     if frame.shape[0] == height and frame.shape[1] == width:

@@ -9,7 +9,7 @@ The step-wise bundle graphs drive it: ``encoder.onnx`` gives the initial state
 decoder, the attended regions/keys for ``att``) is passed to every step
 unchanged; beam search repeats each image's rows once per beam (``[N*K, ...]``).
 
-Same rules as ``train.decoding`` (its torch twin), so both give the same
+Same rules as ``train.model.decoding`` (its torch twin), so both give the same
 tokens for the same step outputs:
 
 - the output holds the generated tokens (no ``<start>``), ``<end>`` included

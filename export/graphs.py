@@ -16,7 +16,7 @@ exactly the inputs/outputs of ``GRAPH_IO``): the encoder computes them once,
 every step takes them unchanged (``graph_io`` gives a model's names; the
 backends pass every extra encoder output to every step, repeated per beam).
 
-Greedy decoding rule, as ``train.decoding.greedy_search`` (the PyTorch reference
+Greedy decoding rule, as ``train.model.decoding.greedy_search`` (the PyTorch reference
 that ``export verify`` compares against): at each step the token is ``argmax``
 of the float log-probabilities (first index on ties); once ``<end>`` has been
 emitted every later token is 0 (``<pad>``) and its log-probability 0. The graph
@@ -87,7 +87,7 @@ class BeamGraph(nn.Module):
 
     image uint8 [N,H,W,3] -> tokens int32 [N,T] (best beam, 0 after <end>),
     score float32 [N] (summed log-probability / length ** length_norm).
-    The rules of ``train.decoding.beam_search`` (the reference it is checked
+    The rules of ``train.model.decoding.beam_search`` (the reference it is checked
     against), in TensorRT 8.2's op set: TopK with a constant K, beams reordered
     with GatherElements (on float and int32 data only: the finished flags are
     gathered as int32 0/1), integer Div instead of Mod, a finite ``NEG`` for -inf.

@@ -23,7 +23,7 @@ from edge.search import DEFAULT_LENGTH_NORM
 from export.floor import check_floor, force_ir_version
 from export.graph_files import describe_io, graph_file
 from export.graphs import build_graph, example_inputs, graph_io
-from train.checkpoint import load_checkpoint
+from train.model.checkpoint import load_checkpoint
 
 OPSET = 13
 GRAPHS = ("caption", "encoder", "decoder_step")
@@ -142,7 +142,7 @@ def export_bundle(checkpoint_path, out_dir, precisions=("fp32",), max_len=None,
     ``precisions``: any of fp32/fp16/int8 (fp32 always). ``max_len``: greedy steps T
     (default: the model's). ``calib_images``: directory of images for int8
     calibration. ``batch``: batch size used for tracing (the axis stays dynamic).
-    ``data``: a dataset to score every precision on (``train.evaluate``).
+    ``data``: a dataset to score every precision on (``train.evaluation.evaluate``).
     ``beam``: K >= 2 adds ``caption_beam.onnx``, beam search with K beams in one
     graph (``meta["beam"]`` records K and the length normalisation).
     ``agreement_log``: a ``print``-like callable: measure and report every
@@ -235,7 +235,7 @@ def score_bundle(bundle_dir, precision, data, split="test", limit=None):
     """Score one precision with ``train eval --bundle ... --update-bundle`` (the same
     code as the evaluation command); the scores land in ``meta["scores"][precision]``."""
     import argparse
-    from train import evaluate
+    from train.evaluation import evaluate
     parser = argparse.ArgumentParser(prog="train eval")
     evaluate.add_arguments(parser)
     argv = ["--bundle", bundle_dir, "--data", data, "--split", split,

@@ -2,7 +2,7 @@
 
 For every precision in the bundle, ``caption.onnx`` (or its variant) runs in
 ONNX Runtime (CPU) and the checkpoint runs in PyTorch with the same greedy rule
-(``train.decoding.greedy_search``). Per precision:
+(``train.model.decoding.greedy_search``). Per precision:
 
 - ``caption_match``: fraction of images whose whole caption is identical;
 - ``token_match``: fraction of the [N, T] token positions that are equal;
@@ -11,7 +11,7 @@ ONNX Runtime (CPU) and the checkpoint runs in PyTorch with the same greedy rule
   different prefixes and are not comparable);
 - ``encoder_max_abs_diff``: largest |difference| of ``encoder.onnx``'s state;
 - ``beam_caption_match`` (bundles exported with ``--beam K``): the same as
-  caption_match for ``caption_beam.onnx`` against ``train.decoding.beam_search``.
+  caption_match for ``caption_beam.onnx`` against ``train.model.decoding.beam_search``.
 
 The last stdout line is one JSON object ``{precision: {...}}``. The exit status
 is 1 when any precision present falls below its floor (``--min-match
@@ -35,8 +35,8 @@ import torch
 from edge.bundle import load_bundle
 from edge.errors import NanocapError
 from edge.image import list_images, read_image, resize
-from train.checkpoint import load_checkpoint
-from train.decoding import beam_search, greedy_search
+from train.model.checkpoint import load_checkpoint
+from train.model.decoding import beam_search, greedy_search
 
 DEFAULT_MIN_MATCH = {"fp32": 0.99, "fp16": 0.97}
 
@@ -95,7 +95,7 @@ def image_paths(args):
         if not paths:
             raise NanocapError("no images found in %s" % args.images)
     else:
-        from train.evaluate import split_records
+        from train.evaluation.evaluate import split_records
         paths = [r.path for r in split_records(args)]
     if args.limit is not None:
         if args.limit < 1:

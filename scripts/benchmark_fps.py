@@ -13,7 +13,7 @@ measuring is in ``edge.bench.measure``; this file only wires it together. The la
 stdout line is one JSON summary object.
 
 Beside the measured rows, for a device we cannot reach from here: FLOPs and
-bytes of weights read per caption (per precision, ``train.flops``), ONNX
+bytes of weights read per caption (per precision, ``train.model.flops``), ONNX
 operators per step and per caption (``export.floor.operator_counts``), and a
 Jetson Nano FP16 roofline estimate (``edge.bench.roofline``), an upper-bound
 estimate, labelled as such; on a Jetson the measured rows sit next to it.
@@ -98,7 +98,7 @@ def make_opener(bundle, checkpoint, beam_size, threads=None):
         if not checkpoint:
             raise bench.Skip("the PyTorch reference needs --checkpoint")
         try:
-            from train.torch_backend import TorchBackend
+            from train.evaluation.torch_backend import TorchBackend
         except ImportError as exc:
             raise bench.Skip("PyTorch is not installed here (%s)" % exc)
         return TorchBackend(checkpoint, decode=decode, beam_size=beam_size, threads=threads)
@@ -108,7 +108,7 @@ def make_opener(bundle, checkpoint, beam_size, threads=None):
 def model_cost(bundle, beam_size):
     """Parameters and FLOPs per caption (needs torch; else a note)."""
     try:
-        from train.flops import cost_from_config
+        from train.model.flops import cost_from_config
     except ImportError as exc:
         return {"params": None, "flops_per_caption": None,
                 "note": "FLOPs not counted: PyTorch is not installed (%s)" % exc}

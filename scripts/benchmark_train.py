@@ -36,12 +36,15 @@ from edge.bench.system import machine_info  # noqa: E402
 from edge.errors import NanocapError, run_cli  # noqa: E402
 from edge.vocab import Vocabulary, clean_caption  # noqa: E402
 from train import benchmark as tb  # noqa: E402
-from train import data as tdata  # noqa: E402
-from train import feature_cache, prepared, scst  # noqa: E402
-from train.datasets import FORMATS, by_split, filter_existing, load_dataset  # noqa: E402
-from train.fit import TrainStep, caption_loss  # noqa: E402
-from train.loaders import loader_options  # noqa: E402
-from train.model import Captioner, ModelConfig  # noqa: E402
+from train.data import batches as tdata  # noqa: E402
+from train.data import feature_cache  # noqa: E402
+from train.data import prepared  # noqa: E402
+from train.data.loaders import loader_options  # noqa: E402
+from train.data.readers import FORMATS, by_split, filter_existing, load_dataset  # noqa: E402
+from train.model.build import build_captioner
+from train.model.captioner import ModelConfig  # noqa: E402
+from train.objectives import scst  # noqa: E402
+from train.objectives.cross_entropy import TrainStep, caption_loss  # noqa: E402
 
 
 def get_parser():
@@ -105,7 +108,7 @@ class Bench(object):
                              hidden=self.args.hidden, image_size=self.args.image_size, max_len=16,
                              decoder=decoder)
         torch.manual_seed(0)  # the same encoder as the cache's (its key names the settings)
-        return Captioner(config, weights="none").to(self.device)
+        return build_captioner(config, weights="none").to(self.device)
 
     def loader(self, inputs, workers):
         dataset = tdata.CaptionDataset(inputs, self.tokens)

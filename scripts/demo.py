@@ -101,10 +101,10 @@ def run_tool(args, log_path):
 # -- the input video: training-style scenes whose objects drift ----------------
 
 def scene_video(path, scenes, seconds, size=480, fps=30.0, seed=7):
-    """Write ``scenes`` synthetic scenes (``train.synth`` shapes on its
+    """Write ``scenes`` synthetic scenes (``train.data.synth`` shapes on its
     backgrounds), each ``seconds`` long, objects drifting together so their
     relation (and so the true caption) holds. Returns the true captions."""
-    from train.synth import background, describe, draw, place_pair, public, random_object
+    from train.data.synth import background, describe, draw, place_pair, public, random_object
     rng = np.random.RandomState(seed)
     writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (size, size))
     if not writer.isOpened():

@@ -43,14 +43,15 @@ def tiny_checkpoint(tmp_path_factory):
     """
     torch = pytest.importorskip("torch")
     from edge.vocab import SPECIALS, Vocabulary
-    from train.checkpoint import save_checkpoint
-    from train.model import Captioner, ModelConfig
+    from train.model.build import build_captioner
+    from train.model.captioner import ModelConfig
+    from train.model.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     vocab = Vocabulary(list(SPECIALS) + TINY_WORDS)
     config = ModelConfig(vocab_size=len(vocab), image_size=64, embed=16, hidden=32,
                          max_len=8)
-    model = Captioner(config, weights="none").eval()
+    model = build_captioner(config, weights="none").eval()
     path = str(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
     save_checkpoint(path, model, vocab, {"epoch": 0})
     return path
@@ -75,8 +76,9 @@ def beam_bundles(tmp_path_factory):
     pytest.importorskip("onnx")
     from edge.vocab import SPECIALS, Vocabulary
     from export.onnx_export import export_bundle
-    from train.checkpoint import save_checkpoint
-    from train.model import Captioner, ModelConfig
+    from train.model.build import build_captioner
+    from train.model.captioner import ModelConfig
+    from train.model.checkpoint import save_checkpoint
 
     root, bundles = tmp_path_factory.mktemp("beam_bundles"), {}
     vocab = Vocabulary(list(SPECIALS) + TINY_WORDS)
@@ -85,7 +87,7 @@ def beam_bundles(tmp_path_factory):
         config = ModelConfig(vocab_size=len(vocab), image_size=64, embed=16, hidden=32,
                              max_len=5, decoder=decoder)
         path = str(root / ("%s.pt" % decoder))
-        save_checkpoint(path, Captioner(config, weights="none").eval(), vocab, {"epoch": 0})
+        save_checkpoint(path, build_captioner(config, weights="none").eval(), vocab, {"epoch": 0})
         bundles[decoder] = str(root / decoder)
         export_bundle(path, bundles[decoder], precisions=("fp32", "fp16"), beam=3)
     return bundles

@@ -14,9 +14,10 @@ pytest.importorskip("onnx")
 
 from edge.search import trim_tokens  # noqa: E402
 from edge.vocab import SPECIALS, Vocabulary  # noqa: E402
-from train.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from train.decoding import beam_search, greedy_search  # noqa: E402
-from train.model import Captioner, ModelConfig  # noqa: E402
+from train.model.build import build_captioner
+from train.model.captioner import Captioner, ModelConfig  # noqa: E402
+from train.model.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from train.model.decoding import beam_search, greedy_search  # noqa: E402
 from tests.conftest import needs_py36  # noqa: E402
 from tests.test_export import run_on_py36  # noqa: E402
 
@@ -39,7 +40,7 @@ def _model(rnn="gru", seed=0):
     torch.manual_seed(seed)
     config = ModelConfig(vocab_size=len(SPECIALS) + len(WORDS), rnn=rnn, image_size=64,
                          embed=16, hidden=32, max_len=7, decoder="att")
-    model = Captioner(config, weights="none")
+    model = build_captioner(config, weights="none")
     for module in model.backbone.modules():  # BN statistics of real scenes: random
         if isinstance(module, torch.nn.BatchNorm2d):  # features then differ per image
             module.momentum = 1.0
@@ -101,7 +102,7 @@ def test_step_equals_the_unfolded_rnn_and_teacher_forcing(rnn):
 
 def test_fc_checkpoint_without_the_field_loads_as_fc(tmp_path, att_checkpoint):
     torch.manual_seed(0)
-    fc = Captioner(ModelConfig(vocab_size=12, image_size=64, embed=16, hidden=32), weights="none")
+    fc = build_captioner(ModelConfig(vocab_size=12, image_size=64, embed=16, hidden=32), weights="none")
     path = str(tmp_path / "old.pt")
     save_checkpoint(path, fc, Vocabulary(list(SPECIALS) + WORDS))
     payload = torch.load(path, weights_only=False)
@@ -195,7 +196,7 @@ def test_checkpoint_and_bundle_caption_alike_and_attention_pictures(
     capsys.readouterr()
     torch.manual_seed(0)
     fc = str(tmp_path / "fc.pt")
-    save_checkpoint(fc, Captioner(ModelConfig(vocab_size=12, image_size=64, embed=16, hidden=32)),
+    save_checkpoint(fc, build_captioner(ModelConfig(vocab_size=12, image_size=64, embed=16, hidden=32)),
                     Vocabulary(list(SPECIALS) + WORDS))
     for args in (["--checkpoint", fc], ["--bundle", att_bundle]):
         assert train_main(["caption", str(folder), "--attention", str(tmp_path / "x")] + args) != 0
@@ -205,7 +206,7 @@ def test_checkpoint_and_bundle_caption_alike_and_attention_pictures(
 
 def test_attention_maps_replay_the_step(att_checkpoint):
     """The pictures' maps are the step's own weights (the same code path)."""
-    from train.attention import attention_maps
+    from train.model.attention import attention_maps
     model, vocab, _ = load_checkpoint(att_checkpoint)
     images = torch.from_numpy(_images(2, seed=1))
     tokens = torch.tensor([[5, 6, 7, 3], [9, 4, 8, 3]])
@@ -225,7 +226,7 @@ def test_attention_maps_replay_the_step(att_checkpoint):
 
 def test_fit_decoder_att_trains_then_scst_and_flags(tmp_path, capsys):
     from train.__main__ import main as train_main
-    from train.synth import write_dataset
+    from train.data.synth import write_dataset
     data = str(tmp_path / "synth")
     write_dataset(data, 40, size=64)
     run = str(tmp_path / "run")
@@ -249,7 +250,7 @@ def test_frozen_encoder_caches_region_features_for_att(tmp_path):
     """``--freeze-encoder`` with ``--decoder att``: the cache holds the regions
     ``[N, R, F]`` the attention needs, then a joint fine-tuning epoch runs."""
     from train.__main__ import main as train_main
-    from train.synth import write_dataset
+    from train.data.synth import write_dataset
     data = str(tmp_path / "synth")
     write_dataset(data, 40, size=64)
     run = str(tmp_path / "run")
@@ -264,10 +265,10 @@ def test_frozen_encoder_caches_region_features_for_att(tmp_path):
 
 
 def test_flops_report_the_price_of_attention():
-    from train.flops import model_cost
+    from train.model.flops import model_cost
     torch.manual_seed(0)
     config = dict(vocab_size=40, image_size=64, embed=16, hidden=32, max_len=7)
-    fc = model_cost(Captioner(ModelConfig(**config)))
+    fc = model_cost(build_captioner(ModelConfig(**config)))
     att = model_cost(_model())
     assert att["step_flops"] > fc["step_flops"] and att["encoder_flops"] > fc["encoder_flops"]
     assert "att-GRU-32" in att["name"]

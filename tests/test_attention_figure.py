@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from edge.errors import NanocapError
-from train.attention_figure import attention_figure, save_attention_figure
+from train.evaluation.attention_figure import attention_figure, save_attention_figure
 
 TILE, BAND = 120, 24
 

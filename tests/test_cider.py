@@ -1,4 +1,4 @@
-"""train.cider against pycocoevalcap's Cider (which is CIDEr-D) and against a
+"""train.objectives.cider against pycocoevalcap's Cider (which is CIDEr-D) and against a
 plain dict implementation of the paper's CIDEr, on real Flickr8k captions."""
 import collections
 import math
@@ -10,7 +10,7 @@ from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.cider.cider_scorer import CiderScorer
 
 from edge.vocab import clean_caption
-from train.cider import CiderD, DocumentFrequency, WordIds, cider_text, ngram_counts
+from train.objectives.cider import CiderD, DocumentFrequency, WordIds, cider_text, ngram_counts
 
 
 def _flickr(real_data):
@@ -126,6 +126,6 @@ def test_ngram_keys_do_not_collide_across_orders_and_bad_ids_are_refused():
 
 
 def test_exact_match_rate_counts_captions_equal_to_a_reference():
-    from train.metrics import exact_match_rate
+    from train.evaluation.metrics import exact_match_rate
     refs = {1: ["A red circle.", "one red circle"], 2: ["a blue square"], 3: ["a red square"]}
     assert exact_match_rate(refs, {1: "one red  circle", 2: "a blue square", 3: "a red"}) == 2 / 3.0

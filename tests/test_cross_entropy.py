@@ -1,4 +1,4 @@
-"""The cross-entropy objective (``train.cross_entropy``): padding ignored, the
+"""The cross-entropy objective (``train.objectives.cross_entropy``): padding ignored, the
 attention regulariser masked on the targets, and ``--att-reg`` reaching the loss."""
 import argparse
 
@@ -8,9 +8,9 @@ torch = pytest.importorskip("torch")
 
 from edge.vocab import SPECIALS  # noqa: E402
 from train import fit  # noqa: E402
-from train.attention import attention_penalty  # noqa: E402
-from train.cross_entropy import TrainStep, batch_loss, caption_loss  # noqa: E402
-from train.data import pad_tokens  # noqa: E402
+from train.data.batches import pad_tokens  # noqa: E402
+from train.model.attention import attention_penalty  # noqa: E402
+from train.objectives.cross_entropy import TrainStep, batch_loss, caption_loss  # noqa: E402
 from test_attention import _images, _model as _att_model  # noqa: E402
 
 V = len(SPECIALS) + 8  # test_attention's model: 8 words, attention that tells regions apart

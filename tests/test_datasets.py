@@ -6,7 +6,7 @@ import os
 import pytest
 
 from edge.errors import NanocapError
-from train.datasets import (Record, by_split, detect_format, filter_existing, hash_split,
+from train.data.readers import (Record, by_split, detect_format, filter_existing, hash_split,
                             load_dataset)
 
 

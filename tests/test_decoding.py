@@ -1,4 +1,4 @@
-"""train.decoding (torch greedy/beam): known answers, and token-for-token
+"""train.model.decoding (torch greedy/beam): known answers, and token-for-token
 agreement with edge.search (numpy) on the same step outputs."""
 import numpy as np
 import pytest
@@ -7,7 +7,7 @@ torch = pytest.importorskip("torch")
 
 from edge import search as np_search  # noqa: E402
 from test_search import END, START, memory_step, random_step, table_step, trap_table  # noqa: E402
-from train import decoding  # noqa: E402
+from train.model import decoding  # noqa: E402
 
 
 def torch_step(numpy_step):
@@ -67,7 +67,7 @@ def test_torch_and_numpy_agree_with_memory():
 
 @pytest.fixture(scope="module")
 def tiny_model(tiny_checkpoint):
-    from train.checkpoint import load_checkpoint
+    from train.model.checkpoint import load_checkpoint
     model, vocab, _ = load_checkpoint(tiny_checkpoint)
     return model, vocab
 

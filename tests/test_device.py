@@ -15,17 +15,18 @@ torch = pytest.importorskip("torch")
 
 from edge.vocab import SPECIALS, Vocabulary  # noqa: E402
 from meta_device import META, MetaReads  # noqa: E402
-from train import data as tdata  # noqa: E402
-from train import distributed, fit  # noqa: E402
+from train import distributed, epochs, fit  # noqa: E402
 from train.__main__ import main  # noqa: E402
-from train.attention import attention_maps  # noqa: E402
-from train.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint  # noqa: E402
-from train.datasets import Record  # noqa: E402
-from train.decoding import beam_search, caption_images, greedy_search, sample_search  # noqa: E402
-from train.flops import model_cost  # noqa: E402
-from train.model import Captioner, ModelConfig  # noqa: E402
-from train.scst import Reward, scst_batch  # noqa: E402
-from train.synth import write_dataset  # noqa: E402
+from train.data import batches as tdata  # noqa: E402
+from train.data.readers import Record  # noqa: E402
+from train.data.synth import write_dataset  # noqa: E402
+from train.model.attention import attention_maps  # noqa: E402
+from train.model.build import build_captioner
+from train.model.captioner import ModelConfig  # noqa: E402
+from train.model.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint  # noqa: E402
+from train.model.decoding import beam_search, caption_images, greedy_search, sample_search  # noqa: E402
+from train.model.flops import model_cost  # noqa: E402
+from train.objectives.scst import Reward, scst_batch  # noqa: E402
 
 WORDS = ["a", "red", "blue", "circle", "square"]
 VOCAB = Vocabulary(list(SPECIALS) + WORDS)
@@ -33,7 +34,7 @@ VOCAB = Vocabulary(list(SPECIALS) + WORDS)
 
 def _model(decoder, rnn="gru"):
     torch.manual_seed(0)
-    return Captioner(ModelConfig(vocab_size=len(VOCAB), image_size=64, embed=16, hidden=32,
+    return build_captioner(ModelConfig(vocab_size=len(VOCAB), image_size=64, embed=16, hidden=32,
                                  max_len=6, rnn=rnn, decoder=decoder))
 
 
@@ -77,7 +78,7 @@ def test_evaluation_of_images_and_of_features_follows_the_model():
     images = tdata.ImageSource(records, 64, _frames(3))
     with MetaReads():
         for inputs in (images, torch.zeros(3, 4, model.feature_dim)):  # features on the CPU
-            scores, _ = fit.evaluate(model, inputs, records, VOCAB)
+            scores, _ = epochs.evaluate(model, inputs, records, VOCAB)
             assert "CIDEr" in scores
 
 

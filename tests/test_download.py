@@ -1,4 +1,4 @@
-"""train.download against a real local HTTP server (tests/range_server.py) serving
+"""train.recipe.download against a real local HTTP server (tests/range_server.py) serving
 small archives in COCO's and Karpathy's original layouts (tests/recipe_archives.py)."""
 import os
 import subprocess
@@ -11,7 +11,7 @@ from conftest import ROOT
 from edge.errors import NanocapError
 from range_server import RangeServer
 from recipe_archives import make_coco_archives, write_checksums
-from train import download
+from train.recipe import download
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("pycocoevalcap")
 
-from train import metrics  # noqa: E402
 from train.__main__ import main as train_main  # noqa: E402
+from train.evaluation import metrics  # noqa: E402
 
 KEYS = ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr"]
 
@@ -19,7 +19,7 @@ KEYS = ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr"]
 @pytest.fixture(scope="module")
 def synth_data(tmp_path_factory):
     """30 synthetic 64 px images in the Karpathy format; returns dataset.json."""
-    from train.synth import write_dataset
+    from train.data.synth import write_dataset
     out = str(tmp_path_factory.mktemp("synth"))
     write_dataset(out, 30, size=64)
     return os.path.join(out, "dataset.json")

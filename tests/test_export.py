@@ -16,8 +16,8 @@ from edge.bundle import load_bundle  # noqa: E402
 from edge.errors import NanocapError  # noqa: E402
 from export.__main__ import main as export_main  # noqa: E402
 from export.onnx_export import export_bundle  # noqa: E402
-from train.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from train.decoding import greedy_search  # noqa: E402
+from train.model.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from train.model.decoding import greedy_search  # noqa: E402
 from tests.conftest import PY36, needs_py36  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,7 +28,7 @@ def _images(n, size=64, seed=0):
 
 
 def torch_greedy(model, images, vocab, max_len):
-    """PyTorch greedy decoding (train.decoding) of uint8 images -> (tokens, logprobs)."""
+    """PyTorch greedy decoding (train.model.decoding) of uint8 images -> (tokens, logprobs)."""
     with torch.no_grad():
         state = model.init_state(model.encode(images))
     return greedy_search(model.step, state, vocab.start_id, vocab.end_id, max_len)
@@ -192,8 +192,8 @@ def test_same_tokens_under_onnxruntime_1_10_on_python36(tiny_bundle, tmp_path):
 
 def test_export_with_data_stores_scores(tiny_checkpoint, tmp_path, monkeypatch):
     """``--data``: each precision is scored by ``train eval`` into nanocap.json."""
-    from train import metrics
-    from train.synth import write_dataset
+    from train.data.synth import write_dataset
+    from train.evaluation import metrics
     monkeypatch.setattr(metrics, "find_java", lambda: None)  # fast: no METEOR process
     data_dir = str(tmp_path / "synth")
     write_dataset(data_dir, 20, size=64)
@@ -205,8 +205,8 @@ def test_export_with_data_stores_scores(tiny_checkpoint, tmp_path, monkeypatch):
     assert load_bundle(out).meta["scores"] == meta["scores"]
     # the stored figures are the bundle's captions of those images, scored
     from edge.backends import open_backend
-    from train.datasets import load_dataset
-    from train.evaluate import decode_records
+    from train.data.readers import load_dataset
+    from train.evaluation.evaluate import decode_records
     records = [r for r in load_dataset(os.path.join(data_dir, "dataset.json")) if r.split == "val"]
     backend = open_backend(out, backend="ort")
     hyps, _, _ = decode_records(backend, records, 8)
@@ -216,9 +216,9 @@ def test_export_with_data_stores_scores(tiny_checkpoint, tmp_path, monkeypatch):
 
 
 def test_beam_graph_matches_pytorch_beam_search(tiny_checkpoint, tmp_path):
-    """``--beam 3``: beam search in one graph, within the floor, equal to train.decoding."""
+    """``--beam 3``: beam search in one graph, within the floor, equal to train.model.decoding."""
     from export.floor import floor_problems
-    from train.decoding import beam_search
+    from train.model.decoding import beam_search
     out = str(tmp_path / "beam")
     meta = export_bundle(tiny_checkpoint, out, beam=3, max_len=6)
     assert meta["beam"] == {"size": 3, "length_norm": 0.7}
@@ -245,7 +245,7 @@ def test_beam_graph_normalises_by_length_when_beams_end_early(tiny_checkpoint, t
     one step) against "red" six times (-0.43 each, 2.6 in all). Unnormalised the
     short caption wins; divided by length ** 0.7 the long one does, in PyTorch's
     beam search and in ``caption_beam.onnx`` alike."""
-    from train.decoding import beam_search
+    from train.model.decoding import beam_search
     model, vocab, _ = load_checkpoint(tiny_checkpoint)
     with torch.no_grad():
         model.out.weight.mul_(0.05)  # the image barely matters: the biases decide
@@ -405,7 +405,7 @@ def _memory_model():
     """A GRU captioner with one memory tensor (the attention decoder's calling
     shape): ``regions [N, 2, H]`` made once from the features, added (mean) to
     the state at every step."""
-    from train.model import Captioner, ModelConfig
+    from train.model.captioner import Captioner, ModelConfig
 
     class MemoryCaptioner(Captioner):
         memory_names = ("regions",)
@@ -431,7 +431,7 @@ def test_memory_tensors_flow_from_encoder_to_every_step(tmp_path):
     from export.graphs import build_graph, example_inputs
     from export.onnx_export import export_graph
     from edge.search import trim_tokens
-    from train.decoding import decode_batch
+    from train.model.decoding import decode_batch
     model = _memory_model()
     vocab = Vocabulary(list(SPECIALS) + ["w%d" % i for i in range(15)])
     graphs = {}

@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from train.__main__ import main
-from train.checkpoint import load_checkpoint
-from train.synth import write_dataset
+from train.data.synth import write_dataset
+from train.model.checkpoint import load_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
@@ -140,7 +140,7 @@ def test_corrupt_images_skipped_when_streaming_with_augmentation(with_corrupt, t
 
 def test_random_crop_keeps_most_of_the_image():
     import numpy as np
-    from train.data import random_crop
+    from train.data.batches import random_crop
     image = np.zeros((100, 80, 3), np.uint8)
     shapes = set(random_crop(image).shape for _ in range(20))
     assert all(90 <= h <= 100 and 72 <= w <= 80 for h, w, _ in shapes) and len(shapes) > 1
@@ -185,7 +185,7 @@ def test_max_len_auto_is_the_longest_training_caption(shapes, capsys):
     import argparse
 
     from edge.vocab import clean_caption
-    from train.datasets import by_split, load_dataset
+    from train.data.readers import by_split, load_dataset
     from train.fit import add_arguments
     from train.fit_checks import resolve_max_len
 

@@ -10,12 +10,12 @@ import pytest
 
 from edge.errors import NanocapError
 from edge.image import read_image
-from train.datasets import load_dataset
+from train.data.readers import load_dataset
 
 pytest.importorskip("torch")
 
 from train.__main__ import main  # noqa: E402
-from train.data import load_images  # noqa: E402
+from train.data.batches import load_images  # noqa: E402
 
 
 def one_line(capsys, text):
@@ -134,7 +134,7 @@ def test_truncated_jpeg_is_damaged(cut_short):
 
 
 def test_training_skips_and_names_truncated_images(cut_short, real_data):
-    from train.datasets import Record
+    from train.data.readers import Record
     path, padded = cut_short
     records = [Record(i, p, ["a dog"], "train") for i, p in enumerate([padded, path, padded])]
     source, problems = load_images(records, 32)

@@ -10,12 +10,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from train import data as tdata  # noqa: E402
-from train import fit as fit_module  # noqa: E402
+from train import epochs as epochs_module  # noqa: E402
 from train.__main__ import main  # noqa: E402
-from train.checkpoint import load_checkpoint, read_checkpoint  # noqa: E402
-from train.datasets import by_split, load_dataset  # noqa: E402
-from train.synth import write_dataset  # noqa: E402
+from train.data import batches as tdata  # noqa: E402
+from train.data.readers import by_split, load_dataset  # noqa: E402
+from train.data.synth import write_dataset  # noqa: E402
+from train.model.checkpoint import load_checkpoint, read_checkpoint  # noqa: E402
 
 TINY = ["--weights", "none", "--image-size", "64", "--hidden", "32", "--embed", "16",
         "--batch-size", "8", "--max-len", "12", "--min-count", "1", "--no-progress"]
@@ -49,13 +49,13 @@ def test_resume_continues_exactly(shapes, tmp_path, monkeypatch, capsys):
     straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
     assert main(args + ["--out", straight]) == 0
 
-    real_end_epoch = fit_module.end_epoch
+    real_end_epoch = epochs_module.end_epoch
 
     def end_epoch_then_ctrl_c(*a, **k):  # the user interrupts right after epoch 1's checkpoint
         real_end_epoch(*a, **k)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(fit_module, "end_epoch", end_epoch_then_ctrl_c)
+    monkeypatch.setattr(epochs_module, "end_epoch", end_epoch_then_ctrl_c)
     assert main(args + ["--out", resumed]) == 130
     monkeypatch.undo()
     assert read_checkpoint(os.path.join(resumed, "last.pt"))["train"]["epoch"] == 1

@@ -14,12 +14,12 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("pycocoevalcap")
 
 from edge.vocab import clean_caption  # noqa: E402
-from train import data as tdata  # noqa: E402
-from train.checkpoint import load_checkpoint  # noqa: E402
-from train.datasets import by_split, load_dataset  # noqa: E402
-from train.fit import evaluate  # noqa: E402
-from train.metrics import quick_scores  # noqa: E402
-from train.synth import write_dataset  # noqa: E402
+from train.data import batches as tdata  # noqa: E402
+from train.data.readers import by_split, load_dataset  # noqa: E402
+from train.data.synth import write_dataset  # noqa: E402
+from train.evaluation.metrics import quick_scores  # noqa: E402
+from train.epochs import evaluate  # noqa: E402
+from train.model.checkpoint import load_checkpoint  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MARGIN = 1.4  # the trained model's CIDEr must reach 1.4x the best constant caption's

@@ -8,8 +8,8 @@ import pytest
 
 pytest.importorskip("pycocoevalcap")
 
-from train import metrics  # noqa: E402
 from train.__main__ import main as train_main  # noqa: E402
+from train.evaluation import metrics  # noqa: E402
 
 # nlg-eval's own test expectations (tests/fixtures/data/metrics/README.md).
 NLG_EVAL = {"Bleu_1": 0.550000, "Bleu_2": 0.428174, "Bleu_3": 0.284043,

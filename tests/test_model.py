@@ -4,8 +4,9 @@ import torch
 
 from edge.errors import NanocapError
 from edge.vocab import SPECIALS, Vocabulary
-from train.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from train.model import Captioner, ModelConfig
+from train.model.build import build_captioner
+from train.model.captioner import ModelConfig
+from train.model.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 
 V = 12
 
@@ -13,7 +14,7 @@ V = 12
 def _model(rnn="gru", seed=0):
     torch.manual_seed(seed)
     config = ModelConfig(vocab_size=V, rnn=rnn, embed=8, hidden=16, image_size=64, max_len=6)
-    return Captioner(config, weights="none").eval()
+    return build_captioner(config, weights="none").eval()
 
 
 def _images(n=3, seed=0):
@@ -76,9 +77,9 @@ def test_bad_checkpoints_and_config(tmp_path):
     with pytest.raises(NanocapError, match="not a nanocap checkpoint"):
         read_checkpoint(str(tmp_path / "other.pt"))
     with pytest.raises(NanocapError, match="unknown backbone"):
-        Captioner(ModelConfig(vocab_size=V, backbone="mobilenet_v9"))
+        build_captioner(ModelConfig(vocab_size=V, backbone="mobilenet_v9"))
     with pytest.raises(NanocapError, match="--rnn"):
-        Captioner(ModelConfig(vocab_size=V, rnn="transformer"))
+        build_captioner(ModelConfig(vocab_size=V, rnn="transformer"))
 
 
 def test_folded_view_follows_the_parameters():

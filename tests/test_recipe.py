@@ -12,7 +12,7 @@ from conftest import ROOT
 from range_server import RangeServer
 from recipe_archives import make_coco_archives, make_flickr8k_archive, write_checksums
 from train.__main__ import main as train_main
-from train.recipe_plan import PHASES
+from train.recipe.plan import PHASES
 
 
 def recipe(*args):

@@ -14,14 +14,15 @@ import pytest
 import torch
 
 from edge.vocab import SPECIALS, Vocabulary
-from train import fit as fit_module
+from train import epochs as epochs_module
 from train.__main__ import main
-from train.checkpoint import load_checkpoint, read_checkpoint
-from train.cider import CiderD
-from train.decoding import greedy_search, sample_search
-from train.model import Captioner, ModelConfig
-from train.scst import Reward, mean_baseline, scst_batch, scst_loss
-from train.synth import write_dataset
+from train.data.synth import write_dataset
+from train.model.build import build_captioner
+from train.model.captioner import Captioner, ModelConfig
+from train.model.checkpoint import load_checkpoint, read_checkpoint
+from train.model.decoding import greedy_search, sample_search
+from train.objectives.cider import CiderD
+from train.objectives.scst import Reward, mean_baseline, scst_batch, scst_loss
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,7 +35,7 @@ def _model(seed=0, max_len=8):
     torch.manual_seed(seed)
     vocab = Vocabulary(list(SPECIALS) + WORDS)
     config = ModelConfig(vocab_size=len(vocab), image_size=64, embed=16, hidden=32, max_len=max_len)
-    return Captioner(config, weights="none").eval(), vocab
+    return build_captioner(config, weights="none").eval(), vocab
 
 
 def _images(n, seed=0):
@@ -256,14 +257,14 @@ def test_scst_resumes_exactly(binding, tmp_path, monkeypatch):
     args = ["--scst-epochs", "2", "--preload-mb", "0", "--workers", "1"]
     straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
     assert _fit(binding, straight, *args) == 0
-    real_end_epoch = fit_module.end_epoch
+    real_end_epoch = epochs_module.end_epoch
 
     def end_epoch_then_ctrl_c(model, vocab, optimizer, state, *rest, **kwargs):
         real_end_epoch(model, vocab, optimizer, state, *rest, **kwargs)
         if state["epoch"] == 2:  # after the first SCST epoch's checkpoint
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(fit_module, "end_epoch", end_epoch_then_ctrl_c)
+    monkeypatch.setattr(epochs_module, "end_epoch", end_epoch_then_ctrl_c)
     assert _fit(binding, resumed, *args) == 130
     monkeypatch.undo()
     assert read_checkpoint(os.path.join(resumed, "last.pt"))["train"]["epoch"] == 2
@@ -320,8 +321,8 @@ def test_scst_on_two_gloo_ranks_with_an_odd_number_of_images(binding, tmp_path):
 def test_a_frozen_encoder_run_reads_the_feature_cache(binding, tmp_path, monkeypatch, flags, encodes):
     """With ``--freeze-encoder`` (no fine-tuning) SCST's epoch runs no encoder pass:
     it reads the decoder phase's feature cache; after joint training it encodes."""
-    from train import scst
-    from train.model import Captioner
+    from train.objectives import scst
+
     encoded, in_epoch = [], []
     real_encode, real_epoch = Captioner.encode, scst.run_scst_epoch
 

@@ -8,8 +8,8 @@ import numpy as np
 
 from edge.vocab import clean_caption
 from train.__main__ import main
-from train.datasets import detect_format, load_dataset
-from train.synth import COLOURS_BGR, SHAPES, describe_binding, make_binding_scene, make_scene
+from train.data.readers import detect_format, load_dataset
+from train.data.synth import COLOURS_BGR, SHAPES, describe_binding, make_binding_scene, make_scene
 
 PARAPHRASE_WORDS = {"a", "one", "single", "the", "just", "is", "sits"}
 

@@ -14,12 +14,13 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from edge.errors import NanocapError  # noqa: E402
-from train import feature_cache  # noqa: E402
 from train.__main__ import main  # noqa: E402
-from train.data import ImageSource, read_resized  # noqa: E402
-from train.datasets import by_split, load_dataset  # noqa: E402
-from train.model import Captioner, ModelConfig  # noqa: E402
-from train.synth import write_dataset  # noqa: E402
+from train.data import feature_cache  # noqa: E402
+from train.data.batches import ImageSource, read_resized  # noqa: E402
+from train.data.readers import by_split, load_dataset  # noqa: E402
+from train.data.synth import write_dataset  # noqa: E402
+from train.model.build import build_captioner  # noqa: E402
+from train.model.captioner import ModelConfig  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--weights", "none", "--image-size", "64", "--hidden", "32", "--embed", "16",
@@ -53,7 +54,7 @@ class NoEncoder(torch.nn.Module):
 
 def _model(decoder):
     torch.manual_seed(0)
-    return Captioner(ModelConfig(vocab_size=20, image_size=64, hidden=16, embed=8, max_len=8,
+    return build_captioner(ModelConfig(vocab_size=20, image_size=64, hidden=16, embed=8, max_len=8,
                                  decoder=decoder)).eval()
 
 

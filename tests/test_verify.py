@@ -69,13 +69,14 @@ def test_verify_cli_reports_every_precision(full_bundle, tiny_checkpoint, images
 
 def test_verify_fails_for_another_checkpoint(full_bundle, tmp_path, images_dir, capsys):
     """A bundle checked against a different model must exit non-zero."""
-    from train.checkpoint import save_checkpoint
-    from train.model import Captioner, ModelConfig
+    from train.model.build import build_captioner
+    from train.model.captioner import ModelConfig
+    from train.model.checkpoint import save_checkpoint
     torch.manual_seed(123)
     vocab = Vocabulary(list(SPECIALS) + TINY_WORDS)
     config = ModelConfig(vocab_size=len(vocab), image_size=64, embed=16, hidden=32, max_len=8)
     other = str(tmp_path / "other.pt")
-    save_checkpoint(other, Captioner(config).eval(), vocab)
+    save_checkpoint(other, build_captioner(config).eval(), vocab)
     code = export_main(["verify", "--checkpoint", other, "--bundle", full_bundle,
                         "--images", images_dir, "--limit", "4", "--precision", "fp32"])
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -91,12 +92,13 @@ def test_min_match_floors_every_precision(full_bundle, tiny_checkpoint, images_d
     copy = str(tmp_path / "b")
     shutil.copytree(full_bundle, copy)
     torch.manual_seed(7)  # another model's caption graph in the int8 slot
-    from train.checkpoint import save_checkpoint
-    from train.model import Captioner, ModelConfig
+    from train.model.build import build_captioner
+    from train.model.captioner import ModelConfig
+    from train.model.checkpoint import save_checkpoint
     vocab = Vocabulary(list(SPECIALS) + TINY_WORDS)
     config = ModelConfig(vocab_size=len(vocab), image_size=64, embed=16, hidden=32, max_len=8)
     other = str(tmp_path / "other.pt")
-    save_checkpoint(other, Captioner(config).eval(), vocab)
+    save_checkpoint(other, build_captioner(config).eval(), vocab)
     export_bundle(other, str(tmp_path / "o"))
     shutil.copy(str(tmp_path / "o" / "caption.onnx"), os.path.join(copy, "caption.int8.onnx"))
     write_meta(copy, load_bundle(copy, verify=False).meta)

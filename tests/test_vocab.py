@@ -34,7 +34,7 @@ def test_encode_decode_and_max_len():
 
 
 def test_vocabulary_from_real_captions(real_data):
-    from train.datasets import by_split, load_dataset
+    from train.data.readers import by_split, load_dataset
     records = load_dataset(os.path.join(real_data, "flickr8k", "Flickr8k.token.txt"))
     train = by_split(records)["train"]
     tokens = [clean_caption(c) for r in train for c in r.captions]

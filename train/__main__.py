@@ -2,13 +2,13 @@
 from edge.cli import dispatch
 
 COMMANDS = [
-    ("synth", "train.synth", "write a synthetic shapes dataset (Karpathy format)"),
-    ("prepare", "train.prepared", "decode and resize a dataset's images once into one file"),
+    ("synth", "train.data.synth", "write a synthetic shapes dataset (Karpathy format)"),
+    ("prepare", "train.data.prepared", "decode and resize a dataset's images once into one file"),
     ("fit", "train.fit", "train a captioner"),
-    ("eval", "train.evaluate", "decode a split and score it (checkpoint or bundle)"),
-    ("score", "train.score", "score a COCO-format results file"),
-    ("caption", "train.caption", "caption image files"),
-    ("recipe", "train.recipe", "download a dataset and run the whole recipe to a verified bundle"),
+    ("eval", "train.evaluation.evaluate", "decode a split and score it (checkpoint or bundle)"),
+    ("score", "train.evaluation.score", "score a COCO-format results file"),
+    ("caption", "train.evaluation.caption", "caption image files"),
+    ("recipe", "train.recipe.run", "download a dataset and run the whole recipe to a verified bundle"),
 ]
 
 

@@ -4,7 +4,7 @@ Phases: ``joint`` (encoder + decoder trained together), or with
 ``--freeze-encoder`` a ``decoder`` phase on encoder features computed once and
 cached on disk, then ``--finetune-epochs`` of ``finetune`` (joint, LR / 10).
 Each epoch writes ``RUN/last.pt`` (resumed from when present), ``RUN/best.pt``
-when the validation CIDEr improves (greedy decoding, ``train.metrics.quick_scores``;
+when the validation CIDEr improves (greedy decoding, ``train.evaluation.metrics.quick_scores``;
 without validation images, ``--val-images 0`` or no val split, there is no score
 to choose by and ``best.pt`` is the last epoch's) and one line of ``RUN/log.jsonl``.
 A resumed run continues exactly (weights, optimizer, best score, per-epoch
@@ -14,28 +14,27 @@ the LR follows a warm-up then a cosine over steps or time, whichever runs out
 first. ``--device`` picks where the model runs (auto: CUDA when available).
 """
 import contextlib
-import json
 import os
 import time
 
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader
 
 from edge.errors import NanocapError
 from edge.vocab import Vocabulary, clean_caption
-from train import data as tdata
-from train import distributed, feature_cache, scst
-from train.checkpoint import read_checkpoint, save_checkpoint
-from train.datasets import FORMATS, by_split, filter_existing, load_dataset
-from train.cross_entropy import TrainStep, batch_loss, caption_loss  # noqa: F401 (fit's names)
-from train.decoding import greedy_search
+from train import distributed
+from train import epochs as epoch_parts
+from train.data import batches as tdata
+from train.data.loaders import default_workers
+from train.data.prepared import open_prepared
+from train.data.readers import FORMATS, by_split, filter_existing, load_dataset
 from train.fit_checks import (AUTO_MAX_LEN, RUN_FILES, check_arguments, check_resume, data_digest,
                               max_len_arg, resolve_max_len)
-from train.loaders import EpochSampler, default_workers, loader_options
-from train.metrics import quick_scores
-from train.model import BACKBONES, Captioner, ModelConfig
-from train.prepared import open_prepared
+from train.model.build import build_captioner
+from train.model.captioner import BACKBONES, ModelConfig
+from train.model.checkpoint import read_checkpoint
+from train.objectives import scst
+from train.objectives.cross_entropy import TrainStep, batch_loss
 from train.schedule import Schedule
 
 
@@ -116,14 +115,14 @@ def prepare_records(args, log):
 def build_model(args, vocab, resume):
     """The Captioner: rebuilt from ``resume`` (a checkpoint dict) or new from ``args``."""
     if resume is not None:
-        model = Captioner(ModelConfig.from_dict(resume["config"]), weights="none")
+        model = build_captioner(ModelConfig.from_dict(resume["config"]), weights="none")
         model.load_state_dict(resume["model"])
         return model
     config = ModelConfig(vocab_size=len(vocab), backbone=args.backbone, rnn=args.rnn,
                          embed=args.embed, hidden=args.hidden, image_size=args.image_size,
                          max_len=args.max_len, dropout=args.dropout, bn_momentum=args.bn_momentum,
                          decoder=args.decoder)
-    return Captioner(config, weights=args.weights)
+    return build_captioner(config, weights=args.weights)
 
 
 def load_sources(args, splits, size, log, ctx):
@@ -154,57 +153,6 @@ def phases(args):
     if args.finetune_epochs > 0:
         plan.append(("finetune", args.finetune_epochs, args.lr * 0.1))
     return plan + scst.phases(args)
-
-
-def feature_inputs(model, source, args, ctx, name):
-    """Encoder features of ``source`` cached in ``RUN/features-<name>.npy`` (float16,
-    ``train.feature_cache``): ``(FeatureArray, source)`` with unreadable images
-    dropped from both. Rank 0 builds the cache; the other ranks wait and open it."""
-    key = tdata.cache_key((model.config.to_dict(), args.weights, args.seed), source.records)
-    workers = args.workers if args.workers is not None else default_workers(source.decodes_files,
-                                                                             ctx.device)
-    plain = source.subset(range(len(source)), augment=False)  # no augmentation in cached features
-    features, keep = feature_cache.shared(model, plain, args.out, name, key, ctx, workers)
-    return features, source.subset(keep)
-
-
-@torch.no_grad()
-def evaluate(model, inputs, records, vocab, batch_size=64):
-    """Greedy-decode the val images (or features) once, on the model's device;
-    ``(quick_scores, sample)``."""
-    model.eval()
-    hyps, device = {}, model.device
-    if isinstance(inputs, tdata.ImageSource):
-        batches = ((idx, model.encode(images.to(device)))
-                   for idx, images in tdata.image_batches(inputs, batch_size))
-    else:
-        batches = ((list(range(s, min(s + batch_size, len(inputs)))),
-                    inputs[s:s + batch_size].to(device)) for s in range(0, len(inputs), batch_size))
-    for indices, features in batches:
-        state, memory = model.init_decoder(features.float())
-        tokens, _ = greedy_search(model.step, state, vocab.start_id, vocab.end_id,
-                                  model.config.max_len, memory=memory)
-        for i, row in zip(indices, tokens.tolist()):
-            hyps[i] = vocab.decode(row)
-    model.train()
-    if not hyps:
-        return {}, ""
-    refs = dict((i, records[i].captions) for i in hyps)
-    return quick_scores(refs, hyps), hyps[min(hyps)]
-
-
-def make_loader(dataset, args, ctx, lazy):
-    """The training DataLoader: shuffled by an ``EpochSampler`` (equal shares per rank), workers
-    (``--workers``, default ``loaders.default_workers``; ``lazy``: images decoded
-    from files), pinned memory on CUDA, persistent workers and prefetching."""
-    workers = args.workers if args.workers is not None else default_workers(lazy, ctx.device)
-    sampler = EpochSampler(len(dataset), ctx.world, ctx.rank, args.seed)
-    generator = torch.Generator().manual_seed(args.seed)
-    per_rank = len(sampler)
-    lone_last = per_rank > args.batch_size and per_rank % args.batch_size == 1  # BatchNorm needs 2
-    return DataLoader(dataset, batch_size=args.batch_size, sampler=sampler,
-                      collate_fn=tdata.collate, generator=generator, drop_last=lone_last,
-                      **loader_options(workers, ctx.device))
 
 
 def fit(args, ctx):
@@ -307,11 +255,11 @@ def run_phase(name, epochs, lr, model, vocab, train_src, val_src, state, opt_sta
         p.requires_grad_(not from_features)
     train_inputs, val_inputs = train_src, val_src
     if from_features:
-        train_inputs, train_src = feature_inputs(model, train_src, args, ctx, "train")
+        train_inputs, train_src = epoch_parts.feature_inputs(model, train_src, args, ctx, "train")
         if len(val_src):
-            val_inputs, val_src = feature_inputs(model, val_src, args, ctx, "val")
+            val_inputs, val_src = epoch_parts.feature_inputs(model, val_src, args, ctx, "val")
     tokens = [tdata.encode_captions(vocab, r.captions, model.config.max_len) for r in train_src.records]
-    loader = make_loader(tdata.CaptionDataset(train_inputs, tokens), args, ctx,
+    loader = epoch_parts.make_loader(tdata.CaptionDataset(train_inputs, tokens), args, ctx,
                          lazy=not from_features and train_src.array is None)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=lr)
@@ -327,14 +275,14 @@ def run_phase(name, epochs, lr, model, vocab, train_src, val_src, state, opt_sta
     model.train()
     while state["phase_epoch"] < epochs:
         epoch_start = time.time()
-        seed_epoch(loader, args, state)
+        epoch_parts.seed_epoch(loader, args, state)
         desc = "%s %d/%d" % (name, state["phase_epoch"] + 1, epochs)
         loss_sum, seen, skipped, stopped = train_one_epoch(
             step_module, loader, optimizer, scaler, params, schedule, state, args, ctx, desc)
         if seen or not stopped:
             state["phase_epoch"] += 1
             state["epoch"] += 1
-            end_epoch(model, vocab, optimizer, state, name, loss_sum, seen, skipped,
+            epoch_parts.end_epoch(model, vocab, optimizer, state, name, loss_sum, seen, skipped,
                       time.time() - epoch_start, val_inputs, val_src, args, ctx, log)
         if stopped:
             log("time budget of %.1f min reached" % args.minutes)
@@ -342,45 +290,3 @@ def run_phase(name, epochs, lr, model, vocab, train_src, val_src, state, opt_sta
     return False
 
 
-def seed_epoch(loader, args, state):
-    """Seed what epoch ``state["epoch"]`` draws (dropout, sampling, shuffling, the
-    ranks' shares) from its number: a resumed epoch draws what it would have."""
-    torch.manual_seed(args.seed + 1000 * state["epoch"])
-    loader.generator.manual_seed(args.seed + state["epoch"])
-    loader.sampler.set_epoch(state["epoch"])   # the shuffle and every item's draws
-
-
-def end_epoch(model, vocab, optimizer, state, name, loss_sum, seen, skipped, seconds,
-              val_inputs, val_src, args, ctx, log, extra=None):
-    """Validate (rank 0), write last.pt / best.pt / log.jsonl (plus ``extra`` fields), print one line."""
-    train_loss = distributed.mean_across(ctx, loss_sum / max(1, seen))
-    if ctx.main:
-        scores, sample = ({}, "")
-        if len(val_src):
-            scores, sample = evaluate(model, val_inputs, val_src.records, vocab)
-        score = scores.get("CIDEr")  # None without validation: best.pt = the last epoch
-        best = score is None or state["best_score"] is None or score > state["best_score"]
-        if best and score is not None:
-            state["best_score"] = score
-        entry = {"epoch": state["epoch"], "phase": name, "phase_epoch": state["phase_epoch"],
-                 "step": state["step"], "train_loss": round(train_loss, 5), "images": seen * ctx.world,
-                 "skipped": len(skipped), "seconds": round(seconds, 2), "val": scores,
-                 "val_images": len(val_src), "sample": sample, "best": best}
-        entry.update(extra or {})
-        save_checkpoint(os.path.join(args.out, "last.pt"), model, vocab, state, optimizer)
-        if best:
-            save_checkpoint(os.path.join(args.out, "best.pt"), model, vocab, state)
-        with open(os.path.join(args.out, "log.jsonl"), "a") as handle:
-            handle.write(json.dumps(entry) + "\n")
-        log("epoch %d (%s) loss %.3f | val BLEU-4 %s CIDEr %s | %.0fs | %s"
-            % (state["epoch"], name, train_loss, _fmt(scores.get("Bleu_4")), _fmt(scores.get("CIDEr")),
-               seconds, sample))
-        if skipped:
-            log("%d unreadable images skipped this epoch: %s"
-                % (len(skipped), ", ".join(os.path.basename(p) for p in skipped[:5])
-                   + (" ..." if len(skipped) > 5 else "")))
-    distributed.barrier(ctx)
-
-
-def _fmt(value):
-    return "n/a" if value is None else "%.3f" % value

@@ -6,7 +6,7 @@ import argparse
 
 from edge.errors import NanocapError
 from edge.vocab import clean_caption
-from train.data import cache_key
+from train.data.batches import cache_key
 
 # ``--max-len auto`` never unrolls more decoder steps than this (the Karpathy
 # COCO convention truncates at 16 words; Flickr captions rarely pass 20).

@@ -46,7 +46,7 @@ class ModelConfig:
     max_len: int = 20
     dropout: float = 0.2
     bn_momentum: float = 0.1
-    decoder: str = "fc"  # "fc" (pooled features set the state) or "att" (train.attention)
+    decoder: str = "fc"  # "fc" (pooled features set the state) or "att" (train.model.attention)
 
     def to_dict(self):
         return asdict(self)
@@ -112,16 +112,9 @@ DECODERS = ("fc", "att")
 
 
 class Captioner(nn.Module):
-    """MobileNet (or other torchvision backbone) + GRU/LSTM captioner.
-
-    ``Captioner(config)`` with ``config.decoder == "att"`` builds the attention
-    decoder (``train.attention.AttentionCaptioner``, a subclass)."""
-
-    def __new__(cls, config=None, *args, **kwargs):
-        if cls is Captioner and getattr(config, "decoder", "fc") == "att":
-            from train.attention import AttentionCaptioner
-            cls = AttentionCaptioner
-        return super().__new__(cls)
+    """MobileNet (or other torchvision backbone) + GRU/LSTM captioner with the ``fc``
+    decoder; ``train.model.build.build_captioner(config)`` makes the one a config
+    asks for (``att``: ``train.model.attention.AttentionCaptioner``, a subclass)."""
 
     def __init__(self, config, weights="none"):
         super().__init__()
@@ -225,7 +218,7 @@ class Captioner(nn.Module):
     def folded_once(self):
         """Within: every ``folded_weights()`` (so every ``step``) returns one fold
         built on entry, with autograd when the parameters need it: a sampled
-        batch (``train.scst``) folds its [V, G*H] table once, not once per step.
+        batch (``train.objectives.scst``) folds its [V, G*H] table once, not once per step.
         The parameters must not change inside (no optimizer step)."""
         self._pinned_fold = None
         self._pinned_fold = self.folded_weights()
@@ -294,7 +287,7 @@ class Captioner(nn.Module):
     def step(self, tokens, state, *memory):
         """One decoding step: tokens ``int [N]``, state ``[N,S]``, memory ->
         ``(logprobs [N,V], new state [N,S])``: ``step_logits`` + LogSoftmax.
-        The step every search (``train.decoding``, ``edge.search`` through
+        The step every search (``train.model.decoding``, ``edge.search`` through
         ``decoder_step.onnx``) and every exported graph uses."""
         logits, new_state = self.step_logits(tokens, state, *memory)
         return F.log_softmax(logits, dim=-1), new_state

@@ -4,7 +4,7 @@ attention regulariser (``--att-reg``)."""
 import torch.nn as nn
 import torch.nn.functional as F
 
-from train.attention import attention_penalty
+from train.model.attention import attention_penalty
 
 
 class TrainStep(nn.Module):

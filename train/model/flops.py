@@ -20,7 +20,9 @@ counted (small at batch 1, and they stay in cache).
 """
 import torch
 
-from train.model import Captioner, ModelConfig
+from train.model.captioner import ModelConfig
+
+from train.model.build import build_captioner
 
 
 def _count(fn):
@@ -110,5 +112,5 @@ def model_cost(model, max_len=None, beam_size=3):
 def cost_from_config(config_dict, max_len=None, beam_size=3):
     """``model_cost`` of a randomly initialised model built from a config dict
     (a bundle's ``meta["model"]``): no checkpoint needed."""
-    model = Captioner(ModelConfig.from_dict(config_dict), weights="none")
+    model = build_captioner(ModelConfig.from_dict(config_dict), weights="none")
     return model_cost(model, max_len=max_len, beam_size=beam_size)

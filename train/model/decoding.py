@@ -5,7 +5,7 @@ base class: the search only needs next-token log-probabilities::
 
     step(tokens int [N], state [N, S], *memory) -> (logprobs [N, V], state [N, S])
 
-which is ``train.model.Captioner.step``; the initial state and the memory
+which is ``train.model.captioner.Captioner.step``; the initial state and the memory
 (per-image tensors passed to every step, repeated per beam; empty for ``fc``)
 are ``model.start(images)``. The torch-free twin used on the
 device is ``edge.search`` (numpy); both follow the same rules so they agree
@@ -119,7 +119,7 @@ def beam_search(step, state, start_id, end_id, max_len, beam_size=3,
 def sample_search(step, state, start_id, end_id, max_len, temperature=1.0, generator=None,
                   memory=()):
     """Draw one caption per row by multinomial sampling, keeping the graph for
-    policy gradients (self-critical training, ``train.scst``).
+    policy gradients (self-critical training, ``train.objectives.scst``).
 
     ``step``, ``state [N, S]`` and ``memory`` as for ``greedy_search``; ``generator``
     (None: the global one) lives on ``state``'s device. The policy is the step's distribution without

@@ -1,7 +1,7 @@
 """The data phases of ``python -m train recipe``: what each dataset needs, where
 it comes from, and where its files go under ``--root``.
 
-Layout (what ``train.datasets`` reads; the archives stay in ROOT)::
+Layout (what ``train.data.readers`` reads; the archives stay in ROOT)::
 
     ROOT/karpathy/dataset_{coco,flickr8k,flickr30k}.json   (caption_datasets.zip)
     ROOT/coco/train2014/*.jpg  ROOT/coco/val2014/*.jpg      (train2014.zip, val2014.zip)
@@ -15,7 +15,7 @@ import collections
 import os
 
 from edge.errors import NanocapError
-from train import download
+from train.recipe import download
 
 Archive = collections.namedtuple("Archive", "name url size digest")
 Archive.__doc__ = """A file to download: ``name`` in ROOT, ``url``, ``size`` in bytes and
@@ -148,7 +148,7 @@ def layout_phase(name, root, log=print, progress=True):
 def find_image_dir(folder, data):
     """The folder under ``folder`` holding the most of the images ``data`` lists
     (archives nest them differently); an error when none is there."""
-    from train.datasets import load_dataset
+    from train.data.readers import load_dataset
     wanted = set(os.path.basename(r.path) for r in load_dataset(data, folder)[:500])
     best, found = None, 0
     for here, _, files in os.walk(folder):
@@ -164,7 +164,7 @@ def find_image_dir(folder, data):
 def count_present(data, images_dir, log=print):
     """Print ``split: present/listed`` for ``data`` read with ``images_dir``; an error
     when no training image is present."""
-    from train.datasets import by_split, load_dataset
+    from train.data.readers import by_split, load_dataset
     splits = by_split(load_dataset(data, images_dir))
     counts = dict((s, (sum(os.path.isfile(r.path) for r in rs), len(rs))) for s, rs in splits.items())
     log("images present: " + ", ".join("%s %d/%d" % (s, p, n) for s, (p, n) in sorted(counts.items())))

@@ -6,7 +6,7 @@ image directly inside it. An unreadable file gets one line on stderr, the
 others are still captioned, and the exit status is non-zero at the end.
 
 Also home of the model options shared with ``eval``: a checkpoint runs in
-PyTorch (``train.torch_backend``), a bundle through the edge runtime
+PyTorch (``train.evaluation.torch_backend``), a bundle through the edge runtime
 (``edge.backends.open_backend``), so the device's model is measured by the
 very code the device runs.
 """
@@ -46,7 +46,7 @@ def open_captioner(args):
     if args.checkpoint:
         if args.precision != "fp32":
             raise NanocapError("--precision applies to --bundle; a checkpoint runs in fp32")
-        from train.torch_backend import TorchBackend
+        from train.evaluation.torch_backend import TorchBackend
         return TorchBackend(args.checkpoint, decode=decode, beam_size=args.beam)
     from edge.backends import open_backend
     return open_backend(args.bundle, backend=args.backend, precision=args.precision,
@@ -101,8 +101,8 @@ def add_arguments(parser):
 
 
 def attention_pictures(captioner, files, out_dir):
-    """``--attention OUT_DIR``: one picture per readable file (``train.attention``)."""
-    from train.attention import write_attention_figures
+    """``--attention OUT_DIR``: one picture per readable file (``train.model.attention``)."""
+    from train.model.attention import write_attention_figures
     readable, frames = [], []
     for path in files:
         try:
@@ -123,7 +123,7 @@ def run(args):
     captioner = open_captioner(args)
     try:
         if args.attention:
-            from train.attention import require_attention
+            from train.model.attention import require_attention
             require_attention(captioner.model, args.checkpoint)
         failed = caption_files(captioner, files, args.batch_size, sys.stdout, sys.stderr)
         if args.attention:

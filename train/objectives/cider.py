@@ -1,6 +1,6 @@
 """CIDEr and CIDEr-D computed in-process with vectorised n-gram counting (numpy).
 
-The reward of self-critical training (``train.scst``) and a fast scorer for
+The reward of self-critical training (``train.objectives.scst``) and a fast scorer for
 evaluation; no Java, no subprocess, no per-n-gram Python loop.
 
 Definitions (Vedantam et al. 2015; ``n`` = 1..4, ``m`` references per image):

@@ -17,8 +17,8 @@ from edge.backends import CaptionResult
 from edge.errors import NanocapError
 from edge.image import resize
 from edge.search import trim_tokens
-from train.checkpoint import load_checkpoint
-from train.decoding import decode_batch
+from train.model.checkpoint import load_checkpoint
+from train.model.decoding import decode_batch
 
 
 class TorchBackend(object):

@@ -33,7 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from edge.errors import NanocapError
-from train.model import Captioner
+from train.model.captioner import Captioner
 
 
 class AttentionCaptioner(Captioner):
@@ -168,7 +168,7 @@ def require_attention(model, what="the checkpoint"):
 
 def write_attention_figures(captioner, files, frames, out_dir):
     """The Show-Attend-Tell picture of each captioned frame: ``captioner`` a
-    ``train.torch_backend.TorchBackend`` on an ``att`` checkpoint, ``frames``
+    ``train.evaluation.torch_backend.TorchBackend`` on an ``att`` checkpoint, ``frames``
     uint8 BGR images (any size) read from ``files``. Writes ``OUT_DIR/<name>.png``
     (the caption's words, then ``<end>``, each over its attention map); returns
     the paths written."""
@@ -177,7 +177,7 @@ def write_attention_figures(captioner, files, frames, out_dir):
     import numpy as np
 
     from edge.image import resize
-    from train.attention_figure import save_attention_figure
+    from train.evaluation.attention_figure import save_attention_figure
     model, vocab = require_attention(captioner.model), captioner.vocab
     os.makedirs(out_dir, exist_ok=True)
     size = captioner.input_size

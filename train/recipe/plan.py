@@ -2,7 +2,7 @@
 
 ``Plan.commands(phase)`` gives the project's own command lines for the training,
 test, export and verify phases (``[(prog, argv)]``, run in-process by
-``train.recipe``). ``Plan.cost(phase)`` estimates a phase from the per-1000-image
+``train.recipe.run``). ``Plan.cost(phase)`` estimates a phase from the per-1000-image
 timings measured on the 2-core development CPU (README, "workstation recipe":
 MobileNetV3-small, 224 px, GRU-512, ``att``) scaled to the training split's size;
 on a GPU those are divided by ``GPU_SPEEDUP``, an estimate (none measured yet).
@@ -13,7 +13,7 @@ import json
 import os
 import shlex
 
-from train import recipe_data
+from train.recipe import sources as recipe_data
 
 PHASES = ("download", "layout", "weights", "decoder", "finetune", "scst", "test", "export",
           "verify")

@@ -2,8 +2,8 @@
 ``python -m train fit ... --scst-epochs N``, after the cross-entropy phases.
 
 For each training image the decoder samples ``K`` captions (``--scst-samples``,
-multinomial, ``train.decoding.sample_search`` over ``model.step``); each is
-rewarded with its CIDEr-D (``train.cider``) against the image's references,
+multinomial, ``train.model.decoding.sample_search`` over ``model.step``); each is
+rewarded with its CIDEr-D (``train.objectives.cider``) against the image's references,
 document frequencies from the training split's references. The baseline is
 the mean reward of the image's other samples (``--scst-baseline mean``) or the
 reward of its greedy caption (``greedy``). Loss (per token, as
@@ -25,7 +25,7 @@ rank runs the same number of batches (``DistributedSampler`` pads) and reaches
 every collective: a rank whose batch held no readable image adds a zero
 gradient; a batch unreadable on every rank is skipped by all. Unreadable images
 are named at the end of the epoch, as in cross-entropy. Each epoch is seeded
-from its number (``train.fit.seed_epoch``), so a resumed run equals an
+from its number (``train.epochs.seed_epoch``), so a resumed run equals an
 uninterrupted one. ``--scst-lr`` defaults to 5e-5, the learning rate of
 self-critical.pytorch's SCST configs (``fc_rl``, ``updown_sc``, ``a2i2_sc``).
 """
@@ -37,10 +37,11 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from edge.errors import NanocapError
-from train import data as tdata
 from train import distributed
-from train.cider import CiderD
-from train.decoding import greedy_search, sample_search
+from train import epochs as epoch_parts
+from train.data import batches as tdata
+from train.model.decoding import greedy_search, sample_search
+from train.objectives.cider import CiderD
 
 BASELINES = ("mean", "greedy")
 
@@ -163,7 +164,7 @@ def _average_gradients(params, ctx):
 
 
 def scst_update(model, batch, from_features, reward, vocab, params, optimizer, args, ctx):
-    """One optimizer step on ``batch`` (``train.data.collate``'s; on this rank it may
+    """One optimizer step on ``batch`` (``train.data.batches.collate``'s; on this rank it may
     hold no readable image: a zero gradient then). Returns ``(loss sum over the
     batch's images, stats, images)``; ``stats`` None for an empty batch."""
     optimizer.zero_grad(set_to_none=True)
@@ -187,9 +188,8 @@ def scst_inputs(model, train_src, args, ctx):
     encoder never trained in this run (``--freeze-encoder`` without
     ``--finetune-epochs``: the cache holds this very encoder's output), else the
     images (encoded batch by batch)."""
-    from train import fit as tfit  # fit imports this module
     if args.freeze_encoder and not args.finetune_epochs:
-        return tfit.feature_inputs(model, train_src, args, ctx, "train")
+        return epoch_parts.feature_inputs(model, train_src, args, ctx, "train")
     return train_src, train_src
 
 
@@ -222,12 +222,11 @@ def run_scst_phase(name, epochs, lr, model, vocab, train_src, val_src, state, op
                    args, ctx, log):
     """The ``scst`` phase, called by ``train.fit`` like its cross-entropy phases
     (same arguments); returns True when stopped by the time budget."""
-    from train import fit as tfit  # fit imports this module
     inputs, train_src = scst_inputs(model, train_src, args, ctx)
     from_features = not isinstance(inputs, tdata.ImageSource)
     references = [tdata.encode_captions(vocab, r.captions, model.config.max_len) for r in train_src.records]
     reward = Reward(references, len(vocab), vocab.end_id)
-    loader = tfit.make_loader(tdata.CaptionDataset(inputs, references), args, ctx,
+    loader = epoch_parts.make_loader(tdata.CaptionDataset(inputs, references), args, ctx,
                               lazy=not from_features and train_src.array is None)
     for p in model.backbone.parameters():
         p.requires_grad_(False)
@@ -239,7 +238,7 @@ def run_scst_phase(name, epochs, lr, model, vocab, train_src, val_src, state, op
         started = time.time()
         model.train()
         model.backbone.eval()
-        tfit.seed_epoch(loader, args, state)
+        epoch_parts.seed_epoch(loader, args, state)
         sums, seen, skipped, stopped = run_scst_epoch(model, loader, from_features, reward, vocab,
                                                       params, optimizer, deadline, state, args, ctx)
         if seen or not stopped:
@@ -255,7 +254,7 @@ def run_scst_phase(name, epochs, lr, model, vocab, train_src, val_src, state, op
             log("scst epoch %d: mean reward %.4f, mean sampled length %.2f words%s"
                 % (state["epoch"], means["reward"], means["length"], ", greedy reward %.4f"
                    % means["greedy"] if args.scst_baseline == "greedy" else ""))
-            tfit.end_epoch(model, vocab, optimizer, state, name, sums["loss"], seen, skipped,
+            epoch_parts.end_epoch(model, vocab, optimizer, state, name, sums["loss"], seen, skipped,
                            time.time() - started, val_src, val_src, args, ctx, log, extra=extra)
         if stopped:
             log("time budget of %.1f min reached" % args.minutes)

@@ -14,7 +14,8 @@ import torch
 
 from edge.errors import NanocapError
 from edge.vocab import Vocabulary
-from train.model import Captioner, ModelConfig
+from train.model.build import build_captioner
+from train.model.captioner import ModelConfig
 
 
 def save_checkpoint(path, model, vocab, train_state=None, optimizer=None):
@@ -75,7 +76,7 @@ def load_checkpoint(path, device="cpu"):
     """Rebuild ``(model in eval mode, vocab, payload)`` from a checkpoint alone."""
     payload = read_checkpoint(path)
     config = ModelConfig.from_dict(payload["config"])
-    model = Captioner(config, weights="none")
+    model = build_captioner(config, weights="none")
     model.load_state_dict(payload["model"])
     model.to(device).eval()
     return model, Vocabulary.from_dict(payload["vocab"]), payload

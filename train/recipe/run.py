@@ -8,7 +8,7 @@ Each finished phase is recorded in ``OUT/recipe.json``; re-running the same
 command skips finished phases and resumes the one it stopped in (the training
 phases through ``train fit``'s own resume from ``OUT/train/last.pt``). Before
 every phase it prints what it does and what it is expected to cost
-(``train.recipe_plan``). Every phase runs the project's own commands in-process
+(``train.recipe.plan``). Every phase runs the project's own commands in-process
 (``python -m train fit|eval``, ``python -m export onnx|verify``); ``--dry-run``
 prints them.
 """
@@ -20,8 +20,9 @@ import sys
 import time
 
 from edge.errors import NanocapError
-from train import recipe_data, recipe_plan
-from train.recipe_plan import PHASES
+from train.recipe import sources as recipe_data
+from train.recipe import plan as recipe_plan
+from train.recipe.plan import PHASES
 
 STATE = "recipe.json"
 
@@ -105,7 +106,7 @@ def run_phase(phase, plan, args, checksums):
         if plan.config["weights"] != "imagenet":
             print("skipped: --weights %s" % plan.config["weights"])
             return None
-        from train.model import build_backbone
+        from train.model.captioner import build_backbone
         build_backbone(plan.config["backbone"], "imagenet")  # downloads once into ~/.cache/torch
         return None
     debug = ["--debug"] if getattr(args, "debug", False) else []

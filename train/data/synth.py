@@ -1,6 +1,6 @@
 """``python -m train synth OUT --images N [--size PX] [--seed S]``: a synthetic
 "shapes" caption dataset in the Karpathy format, read by the same reader as
-real data (``train.datasets``).
+real data (``train.data.readers``).
 
 Each scene holds one or two filled shapes (circle, square, triangle, diamond)
 in one of five colours and two sizes, on a varied background (tinted grey, gradient,

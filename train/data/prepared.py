@@ -19,9 +19,10 @@ import json
 import os
 
 from edge.errors import NanocapError
-from train import arrayfile, loaders
-from train.data import ImageSource, name_unreadable, unreadable_reasons
-from train.datasets import FORMATS, filter_existing, load_dataset
+from train.data import arrayfile
+from train.data import loaders
+from train.data.batches import ImageSource, name_unreadable, unreadable_reasons
+from train.data.readers import FORMATS, filter_existing, load_dataset
 
 SPLITS = ("train", "val", "test")
 

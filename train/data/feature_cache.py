@@ -15,7 +15,7 @@ magnitude is far from 1 inside float16's range (a randomly initialised
 backbone's pooled features are about 1e-9, below float16's smallest number).
 
 Built by DataLoader workers (JPEG decoding in parallel) feeding the encoder on
-the model's device; read row by row (``train.arrayfile``) by the workers of
+the model's device; read row by row (``train.data.arrayfile``) by the workers of
 every epoch, so resident memory does not grow with the number of images. Under
 DDP rank 0 builds it while the other ranks wait at a barrier, then every rank
 opens the same files. A cache whose key differs, or whose files are missing,
@@ -28,7 +28,9 @@ import numpy as np
 import torch
 
 from edge.errors import NanocapError
-from train import arrayfile, distributed, loaders
+from train import distributed
+from train.data import arrayfile
+from train.data import loaders
 
 DTYPE = np.float16
 FP16_MAX = float(np.finfo(np.float16).max)

@@ -1,7 +1,7 @@
 """``python -m train eval (--checkpoint CKPT | --bundle DIR) --data PATH [--split test]
 [--beam K] [--results OUT.json] [--limit N]``
 
-Decodes one split of a caption dataset (any format ``train.datasets`` reads),
+Decodes one split of a caption dataset (any format ``train.data.readers`` reads),
 writes the COCO-format results, and scores them exactly as ``score`` does:
 a table, then as the last stdout line one JSON object with
 ``Bleu_1..Bleu_4, METEOR, ROUGE_L, CIDEr``. With ``--bundle`` the captions come
@@ -14,8 +14,8 @@ from collections import OrderedDict
 
 from edge.errors import NanocapError
 from edge.image import read_image
-from train.caption import add_model_arguments, open_captioner
-from train.score import report_scores, write_results
+from train.evaluation.caption import add_model_arguments, open_captioner
+from train.evaluation.score import report_scores, write_results
 
 
 def add_arguments(parser):
@@ -40,7 +40,7 @@ def add_arguments(parser):
 
 def split_records(args):
     """The records of ``args.split`` (first ``args.limit``), or a clear error."""
-    from train.datasets import load_dataset
+    from train.data.readers import load_dataset
     records = load_dataset(args.data, images_dir=args.images_dir, fmt=args.format,
                            debug=getattr(args, "debug", False))
     chosen = [r for r in records if r.split == args.split]

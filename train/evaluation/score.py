@@ -2,7 +2,7 @@
 
 Scores a COCO-format results file (``[{"image_id", "caption"}, ...]``) against
 a COCO-format annotation file (``{"annotations": [{"image_id", "caption"}]}``)
-with the coco-caption toolkit (``train.metrics.coco_scores``). Prints a table,
+with the coco-caption toolkit (``train.evaluation.metrics.coco_scores``). Prints a table,
 then as the last stdout line one JSON object
 ``{"Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr"}``.
 Only the images that have results are scored (as coco-caption's own demo does).
@@ -71,7 +71,7 @@ def write_results(path, hyps):
 
 def report_scores(refs, hyps, spice=False, out=None):
     """Score with the full toolkit, print the table and the final JSON line."""
-    from train.metrics import coco_scores, format_table
+    from train.evaluation.metrics import coco_scores, format_table
     out = out or sys.stdout
     scores = coco_scores(refs, hyps, spice=spice)
     out.write("scored %d images (%d references)\n"

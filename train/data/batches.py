@@ -1,6 +1,6 @@
 """Training inputs: images read with OpenCV and resized with ``edge.image.resize``
 (the device's resize), captions as token ids, batching. The feature cache is
-``train.feature_cache``, prepared image files ``train.prepared``.
+``train.data.feature_cache``, prepared image files ``train.data.prepared``.
 
 A batch (``collate``) holds B images and all their sampled captions::
 
@@ -74,7 +74,7 @@ def name_unreadable(problems, debug=False):
 
 class ImageSource(object):
     """Resized images of ``records``: held in memory (``array``: ``uint8 [N,H,W,3]``),
-    read from prepared files (``array``: a ``train.arrayfile.ArrayFile``), or decoded
+    read from prepared files (``array``: a ``train.data.arrayfile.ArrayFile``), or decoded
     on demand from the image files (``array`` None). ``rows[i]`` is record i's row
     in ``array`` (default: i). ``augment``: a random crop (``random_crop``) then
     the resize, on every read."""
@@ -123,7 +123,7 @@ def load_images(records, size, preload_mb=2048, progress=False, augment=False, w
     ``(ImageSource, problems)``: one line per unreadable file naming it; in lazy
     mode unreadable files are skipped (and named) batch by batch instead
     (``collate``'s ``"bad"``)."""
-    from train.loaders import image_loader  # loaders imports nothing from here
+    from train.data.loaders import image_loader  # loaders imports nothing from here
     need_mb = len(records) * size * size * 3 / 2.0 ** 20
     if augment or need_mb > preload_mb:
         return ImageSource(records, size, augment=augment), []
@@ -144,7 +144,7 @@ def load_images(records, size, preload_mb=2048, progress=False, augment=False, w
 class CaptionDataset(Dataset):
     """Item i: ``(i, image uint8 [H,W,3] or feature [F] or None, token lists)``.
 
-    ``inputs`` is an ``ImageSource`` or cached features (``train.feature_cache.FeatureArray``
+    ``inputs`` is an ``ImageSource`` or cached features (``train.data.feature_cache.FeatureArray``
     or a float tensor ``[N, ...]``); up to ``per_image`` captions are sampled for each item.
     """
 
@@ -157,7 +157,7 @@ class CaptionDataset(Dataset):
         return len(self.token_lists)
 
     def __getitem__(self, key):
-        """``key``: an index, or ``(index, seed)`` from ``train.loaders.EpochSampler``:
+        """``key``: an index, or ``(index, seed)`` from ``train.data.loaders.EpochSampler``:
         then the item's random draws (captions kept, crop) come from ``seed`` alone,
         the same in any worker, a resumed run included."""
         index, seed = key if isinstance(key, tuple) else (key, None)

@@ -1,0 +1,1 @@
+"""Captioning and scoring: pycocoevalcap metrics, score tables, captioning images, attention pictures."""
