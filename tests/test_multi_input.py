@@ -1,0 +1,87 @@
+"""Several inputs in one process (issue 21): one capture thread per input, one
+captioner batching their frames into one backend call, outputs per input.
+Real sources (synthetic:// and video files), real ONNX Runtime, real subprocesses."""
+import json
+import os
+
+import cv2
+
+from edge.backends import open_backend
+from edge.live import run_live
+from edge.sources import open_source
+from edge.synthetic import SyntheticScene
+from tests.test_live import count_frames, read_log, run_edge
+
+FLAT = "synthetic://?width=96&height=72&frames=%d&pace=0&seed=%d"
+
+
+def test_two_inputs_captioned_in_one_call_with_files_per_input(tiny_bundle, tmp_path):
+    result = run_edge([FLAT % (40, 1), "rec-{input}.avi", "--input", FLAT % (30, 2),
+                       "--bundle", tiny_bundle, "--headless", "--gate", "off",
+                       "--log", "caps-{input}.jsonl"], str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    inputs = summary["inputs"]
+    assert [(i["input"], i["name"], i["frames"]) for i in inputs] == [(0, "cam0", 40),
+                                                                      (1, "cam1", 30)]
+    assert summary["frames"] == 70 and summary["recorded_frames"] == 70
+    # batches: fewer backend calls than captions (both inputs in one call)
+    assert summary["caption_calls"] < summary["captions"], summary
+    assert len(count_frames(str(tmp_path / "rec-cam0.avi"))) == 40
+    assert len(count_frames(str(tmp_path / "rec-cam1.avi"))) == 30
+    for index in (0, 1):
+        records = read_log(str(tmp_path / ("caps-cam%d.jsonl" % index)))
+        assert records and all(r["input"] == index for r in records)
+    assert summary["log_lines"] == summary["captions"]
+
+
+def test_one_log_names_the_input_and_max_frames_is_per_input(tiny_bundle, tmp_path):
+    result = run_edge([FLAT % (0, 1), "--input", FLAT % (0, 2), "--input", FLAT % (0, 3),
+                       "--bundle", tiny_bundle, "--headless", "--max-frames", "25",
+                       "--log", "caps.jsonl", "--gate", "off"], str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [i["frames"] for i in summary["inputs"]] == [25, 25, 25]
+    assert summary["ended"] == "max frames"
+    records = read_log(str(tmp_path / "caps.jsonl"))
+    assert set(r["input"] for r in records) == {0, 1, 2}
+    assert len(records) == summary["captions"]
+
+
+def test_recording_without_input_placeholder_is_refused(tiny_bundle, tmp_path):
+    result = run_edge([FLAT % (10, 1), "rec.avi", "--input", FLAT % (10, 2),
+                       "--bundle", tiny_bundle, "--headless"], str(tmp_path))
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "{input}" in result.stderr and "rec-{input}.avi" in result.stderr
+    assert not os.listdir(str(tmp_path))
+
+
+def _photos(real_data, count):
+    folder = os.path.join(real_data, "flickr8k", "images")
+    return [cv2.imread(os.path.join(folder, name)) for name in sorted(os.listdir(folder))[:count]]
+
+
+def test_batched_tokens_equal_one_frame_at_a_time(tiny_bundle, real_data):
+    frames = _photos(real_data, 4) + [SyntheticScene(96, 72, seed=1).frame(3)]
+    for decode in ("greedy", "beam"):
+        backend = open_backend(tiny_bundle, backend="ort", decode=decode)
+        batched = [r.tokens for r in backend.caption(frames)]
+        single = [backend.caption([frame])[0].tokens for frame in frames]
+        assert [list(t) for t in batched] == [list(t) for t in single], decode
+        assert len(batched) == len(frames) and all(len(t) for t in batched)
+
+
+def test_slow_and_ending_inputs_never_delay_the_others(tiny_bundle):
+    """Input 0: a 30 FPS camera stand-in for 3 s; input 1 ends after 10 frames;
+    input 2 delivers 2 frames a second. Input 0 keeps its rate and every frame."""
+    sources = [open_source("synthetic://?width=96&height=72&fps=30&frames=90&seed=1"),
+               open_source("synthetic://?width=96&height=72&fps=30&frames=10&seed=2"),
+               open_source("synthetic://?width=96&height=72&fps=2&frames=6&seed=3")]
+    backend = open_backend(tiny_bundle, backend="ort")
+    summary = run_live(sources, backend, [], gate=None)
+    first, ended, slow = summary["inputs"]
+    assert ended["frames"] == 10 and slow["frames"] == 6
+    assert first["frames"] + first["dropped_frames"] == 90
+    assert first["display_fps"] >= 25.0 and first["dropped_frames"] <= 3, first
+    assert summary["display_fps"] == min(i["display_fps"] for i in summary["inputs"])
+    assert summary["frames"] == sum(i["frames"] for i in summary["inputs"])
