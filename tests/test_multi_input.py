@@ -5,6 +5,7 @@ import json
 import os
 
 import cv2
+import numpy as np
 
 from edge.backends import open_backend
 from edge.live import run_live
@@ -85,3 +86,62 @@ def test_slow_and_ending_inputs_never_delay_the_others(tiny_bundle):
     assert first["display_fps"] >= 25.0 and first["dropped_frames"] <= 3, first
     assert summary["display_fps"] == min(i["display_fps"] for i in summary["inputs"])
     assert summary["frames"] == sum(i["frames"] for i in summary["inputs"])
+
+
+def read_events(port, want, timeout=20):
+    """Caption events from ``/events`` (raw socket) until ``want(events)`` or timeout."""
+    import socket
+    import time
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    sock.sendall(b"GET /events HTTP/1.0\r\n\r\n")
+    data, events, end = b"", [], time.time() + timeout
+    while time.time() < end and not want(events):
+        data += sock.recv(65536)
+        *lines, rest = data.split(b"\n")
+        data = rest
+        events += [json.loads(l[len(b"data: "):]) for l in lines if l.startswith(b"data: ")]
+    sock.close()
+    return events
+
+
+def test_web_view_serves_every_input(tiny_bundle, tmp_path):
+    from tests.test_web import LiveRun, read_mjpeg_frames
+    sizes = [(320, 240), (160, 120), (200, 100)]
+    uris = ["synthetic://?width=%d&height=%d&seed=%d" % (w, h, i)
+            for i, (w, h) in enumerate(sizes)]
+    run = LiveRun(tiny_bundle, str(tmp_path), ["--input", uris[1], "--input", uris[2],
+                                               "--refresh", "0.3"], source=uris[0])
+    try:
+        for index, (width, height) in enumerate(sizes):
+            frames = read_mjpeg_frames(run.port, 2, "/stream/%d.mjpg" % index)
+            assert [f.shape[:2] for f in frames] == [(height, width)] * 2
+            status, headers, body = run.get("/snapshot/%d.jpg" % index)
+            assert status == 200 and headers["Content-Type"] == "image/jpeg"
+            image = cv2.imdecode(np.frombuffer(body, np.uint8), 1)
+            assert image.shape[:2] == (height, width)
+        assert read_mjpeg_frames(run.port, 1)[0].shape[:2] == (240, 320)   # input 0
+        assert run.get("/snapshot.jpg")[0] == 200
+        for path in ("/stream/3.mjpg", "/snapshot/3.jpg", "/stream/1.jpg", "/stream/x.mjpg"):
+            assert run.get(path)[0] == 404, path
+        status = json.loads(run.get("/status.json")[2].decode("utf-8"))
+        assert [(i["name"], i["state"]["state"]) for i in status["inputs"]] == [
+            ("cam0", "live"), ("cam1", "live"), ("cam2", "live")]
+        assert all(i["display_fps"] for i in status["inputs"])
+        events = read_events(run.port, lambda e: len(set(r["input"] for r in e)) == 3)
+        assert set(r["input"] for r in events) == {0, 1, 2}
+        assert b"/stream/" in run.get("/")[2]
+    finally:
+        _, summary, err = run.stop()
+    assert summary is not None and len(summary["inputs"]) == 3, err
+
+
+def test_mosaic_tiles_inputs_in_place():
+    from edge.mosaic import tile_frames
+    colours = [(0, 0, 255), (0, 255, 0), (255, 0, 0)]
+    frames = [np.full((120, 160, 3), c, np.uint8) for c in colours] + [None]
+    mosaic = tile_frames(frames)
+    assert mosaic.shape == (120, 160, 3)        # 2x2 tiles of 80x60
+    for index, colour in enumerate(colours + [(0, 0, 0)]):
+        row, col = divmod(index, 2)
+        assert tuple(mosaic[row * 60 + 30, col * 80 + 40]) == colour, index
+    assert tile_frames([frames[0], frames[1]]).shape == (60, 160, 3)
