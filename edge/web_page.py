@@ -80,7 +80,7 @@ function item(r, when) {
 function show(r) {
   var c = document.getElementById("caption");
   shown[r.input || 0] = cam(r) + r.caption;
-  c.textContent = Object.keys(shown).sort().map(function (k) { return shown[k]; }).join("\n");
+  c.textContent = Object.keys(shown).sort().map(function (k) { return shown[k]; }).join("\\n");
   c.setAttribute("data-frame", r.frame);
 }
 function fmt(x, digits, unit) {
