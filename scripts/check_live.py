@@ -184,8 +184,8 @@ def check_slideshow(bundle, work, names, seconds_each=4, fps=30, inputs=1):
     if inputs == 1:
         summary = edge(args, work)
         return slideshow_figures(read_log(log), summary, names, seconds_each, fps)
-    process, port, _ = start(args + ["http://127.0.0.1:0"] + ["--input=" + video] * (inputs - 1),
-                             work)
+    process, port, _ = start([video, "http://127.0.0.1:0"] + args[1:]
+                             + ["--input=" + video] * (inputs - 1), work)
     stop, counts = threading.Event(), [0] * inputs
     threads = [threading.Thread(target=reader, args=(port, stop, counts, i, "/stream/%d.mjpg" % i))
                for i in range(inputs)]
