@@ -12,6 +12,7 @@ from edge.live import run_live
 from edge.sources import open_source
 from edge.synthetic import SyntheticScene
 from tests.test_live import count_frames, read_log, run_edge
+from tests.test_publish import Receiver, Subscriber, broker, needs_broker, wait_for  # noqa: F401
 
 FLAT = "synthetic://?width=96&height=72&frames=%d&pace=0&seed=%d"
 
@@ -145,3 +146,28 @@ def test_mosaic_tiles_inputs_in_place():
         row, col = divmod(index, 2)
         assert tuple(mosaic[row * 60 + 30, col * 80 + 40]) == colour, index
     assert tile_frames([frames[0], frames[1]]).shape == (60, 160, 3)
+
+
+@needs_broker
+def test_two_inputs_publish_each_camera(tiny_bundle, broker, tmp_path):  # noqa: F811
+    """MQTT and a webhook get every shown caption of each input, as cam0 and cam1;
+    Home Assistant discovery has a sensor per input."""
+    watcher, receiver = Subscriber(broker.port), Receiver()
+    result = run_edge([FLAT % (40, 1), "mqtt://127.0.0.1:%d/t" % broker.port, receiver.url,
+                       "--input", FLAT % (30, 2), "--bundle", tiny_bundle, "--headless",
+                       "--gate", "off", "--log", "caps.jsonl", "--mqtt-ha-discovery"],
+                      str(tmp_path), timeout=120)
+    assert result.returncode == 0, result.stderr
+    shown = [r for r in read_log(str(tmp_path / "caps.jsonl")) if r["shown"]]
+    assert set(r["input"] for r in shown) == {0, 1}
+    for index in (0, 1):
+        frames = [r["frame"] for r in shown if r["input"] == index]
+        topic = "t/cam%d/caption" % index
+        assert wait_for(lambda: len(watcher.captions(topic)) == len(frames)), topic
+        assert [c["frame"] for c in watcher.captions(topic)] == frames
+        assert [p["frame"] for p, _ in receiver.posts if p["camera"] == "cam%d" % index] \
+            == frames
+    sensors = [t for t, _, _ in watcher.messages if t.startswith("homeassistant/sensor/")]
+    assert any("cam0" in t for t in sensors) and any("cam1" in t for t in sensors), sensors
+    watcher.close()
+    receiver.close()
