@@ -171,3 +171,26 @@ def test_two_inputs_publish_each_camera(tiny_bundle, broker, tmp_path):  # noqa:
     assert any("cam0" in t for t in sensors) and any("cam1" in t for t in sensors), sensors
     watcher.close()
     receiver.close()
+
+
+def test_lost_input_is_waited_for_while_the_others_go_on(tiny_bundle, tmp_path):
+    """Input 1 is unplugged for 1.5 s: its outage is logged with its index, and
+    input 0 keeps its rate and its captions meanwhile."""
+    from edge.gate import SceneGate
+    from edge.sinks import CaptionLog
+    from tests.test_field import UnpluggedCamera
+    log = CaptionLog(str(tmp_path / "caps.jsonl"), "ort")
+    camera = open_source("synthetic://?width=96&height=72&fps=30&frames=90&seed=1")
+    summary = run_live([camera, UnpluggedCamera(before=15, gone_s=1.5, after=15)],
+                       open_backend(tiny_bundle, backend="ort"), [], log, backoff_s=0.05,
+                       gate=SceneGate(enabled=False))
+    log.close()
+    first, lost = summary["inputs"]
+    assert lost["frames"] == 30 and lost["outages"] == 1 and summary["outages"] == 1
+    assert first["frames"] + first["dropped_frames"] == 90 and first["display_fps"] >= 25.0
+    lines = read_log(str(tmp_path / "caps.jsonl"))
+    events = [l for l in lines if "event" in l]
+    assert [(e["event"], e["input"]) for e in events] == [("source_lost", 1), ("source_back", 1)]
+    during = [l for l in lines if "caption" in l and l["input"] == 0
+              and events[0]["t"] < l["t"] < events[1]["t"]]
+    assert len(during) >= 10        # input 0 captioned all along the outage
