@@ -12,6 +12,9 @@ In the field (docs/field.md): a lost live source is waited for (``--reconnect N`
 bounds it, ``--read-timeout``); ``--log-max-mb``/``--log-keep`` rotate the log,
 ``--segment-min``/``--record-max-gb`` cut and cap recordings; SIGHUP stops the run
 like SIGTERM unless ``--on-hangup continue``; a failing sink exits 1.
+Several inputs (``--input URI``, repeatable; ``edge.inputs``): one capture thread
+each, captioned together in one engine call; ``{input}`` in recording and log
+names; the summary gains ``inputs`` (per input) and ``caption_calls``.
 """
 import argparse
 import json
