@@ -282,7 +282,7 @@ class TrtBackend(Backend):
     onnx_precision = "fp32"
 
     def __init__(self, bundle, precision=None, decode="greedy", beam_size=3,
-                 workspace_mb=None, log=None):
+                 workspace_mb=None, log=None, max_batch=1):
         self.runner = import_trt_runner()
         check = getattr(self.runner, "import_tensorrt", None)
         if check:
@@ -293,12 +293,16 @@ class TrtBackend(Backend):
             precision = fastest_precision(log=lambda m: stream.write("nanocap: %s\n" % m))
         Backend.__init__(self, bundle, precision, decode, beam_size)
         self.workspace_mb = workspace_mb
+        self.max_batch = max(1, int(max_batch)) * (beam_size if decode == "beam" else 1)
         self.engines = {}
         self._open_all()
         self.providers = ["TensorRT"]
 
     def open_graph(self, name, path):
+        from edge.trt.build import DEFAULT_MAX_BATCH
         kwargs = {} if self.workspace_mb is None else {"workspace_mb": self.workspace_mb}
+        if self.max_batch > DEFAULT_MAX_BATCH:  # the profile's batch range: every input (x beam)
+            kwargs["max_batch"] = self.max_batch
         if name == "caption":  # one engine where it fits the GPU, else step engines
             self.engines[name] = self.runner.open_caption(self.bundle, self.precision, **kwargs)
             return
@@ -344,7 +348,7 @@ def _as_bundle(bundle):
 
 
 def open_backend(bundle, backend="auto", precision=None, decode="greedy", beam_size=3,
-                 providers=None, workspace_mb=None, log=None):
+                 providers=None, workspace_mb=None, log=None, max_batch=1):
     """Open a captioning backend on ``bundle`` (a directory path or a loaded ``Bundle``).
 
     ``backend``: "ort", "trt", or "auto" (TensorRT where it is installed, falling
@@ -352,6 +356,8 @@ def open_backend(bundle, backend="auto", precision=None, decode="greedy", beam_s
     ``precision``: fp32/fp16/int8; None picks per backend: TensorRT's fastest
     on this GPU (fp16 on a Nano; said on ``log``), fp32 for ONNX Runtime.
     ``providers``: ONNX Runtime providers to try (default TensorRT -> CUDA -> CPU).
+    ``max_batch``: frames per call at most (the inputs of a live run): TensorRT
+    engines' batch profile covers it (times the beam), at least ``DEFAULT_MAX_BATCH``.
     """
     if backend not in BACKENDS:
         raise NanocapError("unknown backend %r (choose from %s)" % (backend, ", ".join(BACKENDS)))
@@ -359,7 +365,7 @@ def open_backend(bundle, backend="auto", precision=None, decode="greedy", beam_s
     if backend == "trt" or (backend == "auto" and tensorrt_present()):
         try:
             return TrtBackend(bundle, precision, decode, beam_size, workspace_mb=workspace_mb,
-                              log=log)
+                              log=log, max_batch=max_batch)
         except NanocapError as exc:
             if backend == "trt":
                 raise

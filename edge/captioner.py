@@ -14,20 +14,23 @@ Latest = collections.namedtuple("Latest", "index result offered_at done_at")
 
 
 class AsyncCaptioner(object):
-    """The captioner thread: one frame slot, filled only while the thread is idle.
+    """The captioner thread: one slot, filled only while the thread is idle.
 
     ``offer(index, frame, tag)`` hands a frame over if the captioner is free
-    (True) and returns at once; ``latest`` is the newest ``Latest`` result or
-    None; ``on_caption(latest, tag)`` is called from this thread for each
-    caption (``tag``: what the caller gave with the frame).
-    Latencies of the last ``keep`` captions are kept for percentiles.
+    (True) and returns at once; ``offer_batch([(index, frame, tag), ...])``
+    hands several (one per input) that are captioned in ONE ``backend.caption``
+    call; ``latest`` is the newest ``Latest`` result or None;
+    ``on_caption(latest, tag)`` is called from this thread for each caption
+    (``tag``: what the caller gave with the frame). ``count``: captions,
+    ``calls``: backend calls. Latencies (of the call a caption came from, ms) of
+    the last ``keep`` captions are kept for percentiles.
     """
 
     def __init__(self, backend, on_caption=None, keep=10000):
         self.backend, self.on_caption = backend, on_caption
         self.cond = threading.Condition()
         self.pending, self.busy, self.latest, self.error = None, False, None, None
-        self.count, self.latencies = 0, collections.deque(maxlen=keep)
+        self.count, self.calls, self.latencies = 0, 0, collections.deque(maxlen=keep)
         self.stopping = False
         self.thread = threading.Thread(target=self._run, name="captioner")
         self.thread.daemon = True
@@ -41,10 +44,16 @@ class AsyncCaptioner(object):
 
     def offer(self, index, frame, tag=None):
         """Give ``frame`` (kept, not copied) to the captioner if it is free."""
+        return self.offer_batch([(index, frame, tag)])
+
+    def offer_batch(self, items):
+        """Give ``[(index, frame, tag), ...]`` (frames kept, not copied) to the
+        captioner if it is free: one backend call captions them all."""
         with self.cond:
-            if not self.idle() or self.stopping:
+            if not self.idle() or self.stopping or not items:
                 return False
-            self.pending = (index, frame, time.perf_counter(), tag)
+            now = time.perf_counter()
+            self.pending = [(index, frame, now, tag) for index, frame, tag in items]
             self.cond.notify_all()
             return True
 
@@ -73,21 +82,23 @@ class AsyncCaptioner(object):
             item = self._take()
             if item is None:
                 return
-            index, frame, offered_at, tag = item
             try:
-                result = self.backend.caption([frame])[0]
+                results = self.backend.caption([frame for _, frame, _, _ in item])
             except Exception as exc:  # an inference failure ends the run with one line
                 with self.cond:
                     self.error, self.busy = "captioning failed: %s" % exc, False
                     self.cond.notify_all()
                 return
-            latest = Latest(index, result, offered_at, time.perf_counter())
-            if self.on_caption:
-                self.on_caption(latest, tag)
+            done_at = time.perf_counter()
+            for (index, _, offered_at, tag), result in zip(item, results):
+                latest = Latest(index, result, offered_at, done_at)
+                if self.on_caption:
+                    self.on_caption(latest, tag)
             with self.cond:
                 self.latest = latest
-                self.count += 1
-                self.latencies.append(result.latency_ms)
+                self.count += len(item)
+                self.calls += 1
+                self.latencies.extend(result.latency_ms for result in results)
                 self.busy = False
                 self.cond.notify_all()
 

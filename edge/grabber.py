@@ -22,12 +22,13 @@ class FrameGrabber(object):
     slot is free, so every frame is delivered, nothing queues up.
     ``pace_fps`` sleeps between reads to play a file at its own rate. Lost live
     sources: see the module text; after ``retries`` failed reopens ``error``
-    says so and it ends.
+    says so and it ends. ``ready`` (a ``threading.Event``) is set whenever a
+    frame is put or the thread ends (a consumer of several grabbers waits on it).
     """
 
     def __init__(self, source, drop=True, pace_fps=None, retries=None, backoff_s=0.5,
-                 max_backoff_s=5.0, read_timeout_s=5.0, on_event=None):
-        self.source, self.drop, self.pace_fps = source, drop, pace_fps
+                 max_backoff_s=5.0, read_timeout_s=5.0, on_event=None, ready=None):
+        self.source, self.drop, self.pace_fps, self.ready = source, drop, pace_fps, ready
         self.retries = None if retries is None or retries < 0 else int(retries)
         self.backoff_s, self.max_backoff_s = float(backoff_s), float(max_backoff_s)
         self.read_timeout_s, self.on_event = float(read_timeout_s), on_event
@@ -133,6 +134,8 @@ class FrameGrabber(object):
             self.slot = (self.read_count, frame)
             self.read_count += 1
             self.cond.notify_all()
+        if self.ready is not None:
+            self.ready.set()
 
     def _run(self):
         start = time.perf_counter()
@@ -152,6 +155,8 @@ class FrameGrabber(object):
             with self.cond:
                 self.finished = True
                 self.cond.notify_all()
+            if self.ready is not None:
+                self.ready.set()
 
     def get(self, timeout=0.5):
         """``(index, frame)`` of the newest untaken frame, or None after ``timeout``

@@ -30,8 +30,8 @@ import numpy as np
 
 from edge.captioner import AsyncCaptioner, FpsMeter, latency_percentiles
 from edge.errors import NanocapError
-from edge.gate import SceneGate, ShownCaption
-from edge.grabber import FrameGrabber
+from edge.gate import SceneGate
+from edge.lane import Lane, clone_gate
 from edge.overlay import draw_lost, draw_overlay
 from edge.publish import publisher_stats
 from edge.recorder import Recorder
@@ -44,62 +44,88 @@ KEY_SNAPSHOT = ord("s")
 
 
 class LiveLoop(object):
-    """One run of the live captioner; ``run()`` returns the summary dict."""
+    """One run of the live captioner; ``run()`` returns the summary dict.
+
+    ``source``: one source, or a list of them (several inputs: one ``edge.lane``
+    each, named ``cam0``, ``cam1``...). ``sinks`` are shared by every input: a
+    sink with ``for_input(i, n)`` (the window's mosaic, the web view) gives each
+    input its own view of it, the others (publishers) get the captions of all
+    inputs (records carry ``"input": i`` with several inputs) and input 0's
+    frames. ``input_sinks``: a list per input of its own sinks (recordings).
+    ``log``: one ``CaptionLog`` for all inputs, or a list of one per input.
+    ``max_frames`` counts per input.
+    """
 
     def __init__(self, source, backend, sinks=(), log=None, realtime=False, max_frames=None,
                  every=1, stop_event=None, snapshot_dir=".", retries=None, backoff_s=0.5,
-                 final_wait_s=10.0, message=None, gate=None, read_timeout_s=5.0):
-        self.source, self.backend, self.log = source, backend, log
-        self.realtime, self.max_frames, self.every = realtime, max_frames, max(1, int(every))
-        self.stop_event = stop_event or threading.Event()
+                 final_wait_s=10.0, message=None, gate=None, read_timeout_s=5.0,
+                 input_sinks=None):
+        sources = list(source) if isinstance(source, (list, tuple)) else [source]
+        self.multi = len(sources) > 1
+        self.backend, self.realtime, self.max_frames = backend, realtime, max_frames
+        self.every, self.stop_event = max(1, int(every)), stop_event or threading.Event()
         self.snapshot_dir, self.final_wait_s = snapshot_dir, final_wait_s
         self.message = message or (lambda text: sys.stderr.write("nanocap: %s\n" % text))
-        drop = bool(source.live or realtime)
-        pace = source.fps if (realtime and not source.live) else None
-        self.grabber = FrameGrabber(source, drop=drop, pace_fps=pace, retries=retries,
-                                    backoff_s=backoff_s, read_timeout_s=read_timeout_s,
-                                    on_event=self._on_source_event)
-        self.sinks = [Recorder(s, drop=drop, measure=source.live) if isinstance(s, VideoSink)
-                      else s for s in sinks]
+        self.sinks = list(sinks)
+        logs = log if isinstance(log, (list, tuple)) else [log] * len(sources)
+        self.logs = [item for item in _unique(logs) if item is not None]
+        gate = gate or SceneGate()
+        self.ready = threading.Event()
+        self.lanes = [Lane(i, src, self._lane_sinks(i, len(sources), input_sinks), logs[i],
+                           gate if i == 0 else clone_gate(gate), realtime, self.ready,
+                           self._on_source_event, retries=retries, backoff_s=backoff_s,
+                           read_timeout_s=read_timeout_s)
+                      for i, src in enumerate(sources)]
         self.failures, self.failures_lock = [], threading.Lock()
-        for sink in self.sinks + ([log] if log is not None else []):
+        own = [s for lane in self.lanes for s in lane.sinks if s not in self.sinks]
+        for sink in self.sinks + own + self.logs:
             if hasattr(sink, "status_source"):
                 sink.status_source = self.status
             if hasattr(sink, "on_failure"):
                 sink.on_failure = self._on_failure
-        self.gate = gate or SceneGate()
-        self.hold = ShownCaption(hold=self.gate.enabled)
         self.captioner = AsyncCaptioner(backend, self._on_caption)
-        self.meter, self.shown, self.start = FpsMeter(), None, time.perf_counter()
-        self.frames, self.paused, self.last_offer, self.reason = 0, False, None, "end of input"
-        self.first_at = self.last_at = None
-        self.last_frame, self.lost_drawn_at, self.recaption = None, 0.0, False
-        self.caption_each = getattr(source, "caption_each", False)  # images: one caption each
+        self.start, self.paused, self.reason = time.perf_counter(), False, "end of input"
 
-    def _offer(self, index, frame, now):
-        if self.last_offer is not None and index - self.last_offer < self.every:
+    def _lane_sinks(self, index, count, input_sinks):
+        """What input ``index`` of ``count`` writes its frames to."""
+        own = list(input_sinks[index]) if input_sinks else []
+        if count == 1:
+            return self.sinks + own
+        for sink in self.sinks:
+            if hasattr(sink, "for_input"):
+                own.append(sink.for_input(index, count))
+            elif isinstance(sink, VideoSink):
+                raise NanocapError("recording %s: several inputs need {input} in the file "
+                                   "name (e.g. rec-{input}.mp4)" % sink.path)
+            elif index == 0:
+                own.append(sink)
+        return own
+
+    def _offer(self, lane, index, frame, now):
+        """``frame`` is ``lane``'s newest; when the captioner is free, the newest
+        wanted frame of every input goes to it in one batch."""
+        idle = self.captioner.idle()
+        lane.offer_later(index, frame, now, keep=self.multi and not idle)
+        if not idle:
             return
-        if not self.captioner.idle():
-            return
-        if self.recaption:
-            self.recaption, self.gate.last_thumb = False, None
-        wanted, changed = self.gate.check(frame, now) if not self.caption_each else (True, True)
-        if wanted and self.captioner.offer(index, frame.copy(), changed):
-            self.gate.captioned(frame, now)
-            self.last_offer = index
-            if self.caption_each:
+        batch = [item for item in (each.wanted(self.every) for each in self.lanes) if item]
+        if batch and self.captioner.offer_batch(batch):
+            if any(tag[0].caption_each for _, _, tag in batch):
                 self._wait_caption()
 
-    def _on_caption(self, latest, changed):
+    def _on_caption(self, latest, tag):
         """From the captioner thread: decide what is shown, log it, tell the web view."""
-        shown = self.hold.accept(latest.result.text, changed)
+        lane, changed = tag
+        shown = lane.hold.accept(latest.result.text, changed)
         if shown:
-            self.shown = latest
-        start = self.log.start if self.log is not None else self.start
+            lane.shown = latest
+        start = lane.log.start if lane.log is not None else self.start
         record = caption_record(start, latest.index, latest.result, latest.done_at,
                                 self.backend.name, shown)
-        if self.log is not None:
-            self.log.write_record(record)
+        if self.multi:
+            record["input"] = lane.index
+        if lane.log is not None:
+            lane.log.write_record(record)
         for sink in self.sinks:
             if hasattr(sink, "add_caption"):
                 try:
@@ -113,28 +139,31 @@ class LiveLoop(object):
             self.failures.append({"time": round(time.time(), 3), "error": text})
         self.message(text)
 
-    def _on_source_event(self, event):
-        """From the capture thread: the source was lost or came back."""
+    def _on_source_event(self, lane, event):
+        """From a capture thread: ``lane``'s source was lost or came back."""
+        what = "%s (%s)" % (event["source"], lane.name) if self.multi else event["source"]
         if event["event"] == "source_lost":
-            self.message("%s lost (%s); reconnecting" % (event["source"], event["reason"]))
+            self.message("%s lost (%s); reconnecting" % (what, event["reason"]))
         else:
-            self.message("%s back after %.1f s" % (event["source"], event["outage_s"]))
-            self.recaption = True       # the scene may have changed meanwhile
-        if self.log is not None:
-            record = dict(event, t=round(time.perf_counter() - self.log.start, 4))
-            self.log.write_record(record)
+            self.message("%s back after %.1f s" % (what, event["outage_s"]))
+            lane.recaption = True       # the scene may have changed meanwhile
+        if lane.log is not None:
+            record = dict(event, t=round(time.perf_counter() - lane.log.start, 4))
+            if self.multi:
+                record["input"] = lane.index
+            lane.log.write_record(record)
 
-    def _show_lost(self):
-        """While the source is lost: the last frame, marked, to every sink but recordings."""
-        lost_s = self.grabber.lost_seconds()
+    def _show_lost(self, lane):
+        """While ``lane``'s source is lost: its last frame, marked, to its sinks but recordings."""
+        lost_s = lane.grabber.lost_seconds()
         now = time.perf_counter()
-        if lost_s is None or self.last_frame is None or now - self.lost_drawn_at < 0.2:
+        if lost_s is None or lane.last_frame is None or now - lane.lost_drawn_at < 0.2:
             return
-        self.lost_drawn_at = now
-        frame = draw_lost(self.last_frame.copy(), lost_s, getattr(self.source, "name", "camera"))
-        for sink in self.sinks:
+        lane.lost_drawn_at = now
+        frame = draw_lost(lane.last_frame.copy(), lost_s, getattr(lane.source, "name", "camera"))
+        for sink in lane.sinks:
             if not isinstance(sink, Recorder):
-                self._act(sink.write(frame), frame, self.frames)
+                self._act(sink.write(frame), frame, lane.frames)
 
     def _wait_caption(self):
         """Wait (up to ``final_wait_s``, less if stopped) for the caption in hand."""
@@ -143,19 +172,21 @@ class LiveLoop(object):
             if self.captioner.wait_idle(0.1):
                 return
 
-    def _draw(self, frame, now):
-        latest = self.shown
+    def _draw(self, lane, frame, now):
+        latest = lane.shown
         extra = "%s %s" % (self.backend.name, self.backend.precision)
+        if self.multi:
+            extra = "%s | %s" % (lane.name, extra)
         if self.paused:
             extra += " | paused"
         if latest is None:
-            return draw_overlay(frame, None, self.meter.fps, extra=extra)
-        return draw_overlay(frame, latest.result.text, self.meter.fps, latest.result.latency_ms,
+            return draw_overlay(frame, None, lane.meter.fps, extra=extra)
+        return draw_overlay(frame, latest.result.text, lane.meter.fps, latest.result.latency_ms,
                             now - latest.offered_at, extra)
 
-    def _feed(self, frame, index, now=0.0):
-        """Write ``frame`` to every sink; act on keys from a window."""
-        for sink in self.sinks:
+    def _feed(self, lane, frame, index, now=0.0):
+        """Write ``frame`` to every sink of ``lane``; act on keys from a window."""
+        for sink in lane.sinks:
             key = sink.write(frame, index, now) if isinstance(sink, Recorder) else sink.write(frame)
             self._act(key, frame, index)
 
@@ -169,112 +200,139 @@ class LiveLoop(object):
         elif key == KEY_SNAPSHOT:
             self.message("snapshot %s" % save_snapshot(frame, self.snapshot_dir, index))
 
-    def _hold(self, frame, index):
+    def _hold(self, lane, frame, index):
         """While paused: keep the window alive on the last frame, poll keys."""
-        while self.paused and self.sinks and not self.stop_event.is_set():
-            self._feed(frame, index)
+        while self.paused and lane.sinks and not self.stop_event.is_set():
+            self._feed(lane, frame, index)
             time.sleep(0.03)
 
-    def _step(self):
-        """Show one frame; False when the input has ended."""
-        item = self.grabber.get(timeout=0.1)
+    def _step(self, lane, timeout):
+        """Show ``lane``'s next frame; False when its input has ended."""
+        item = lane.grabber.get(timeout=timeout)
         if item is None:
-            self._show_lost()
-            return not self.grabber.finished
+            self._show_lost(lane)
+            return not lane.grabber.finished
         index, frame = item
         now = time.perf_counter()
-        self._offer(index, frame, now)
-        self.meter.tick(now)
-        self.first_at = now if self.first_at is None else self.first_at
-        self.last_at = now
-        self._draw(frame, now)
-        self._feed(frame, index, now)
-        self.last_frame = frame
-        self.frames += 1
+        self._offer(lane, index, frame, now)
+        lane.meter.tick(now)
+        self._draw(lane, frame, now)
+        self._feed(lane, frame, index, now)
+        lane.seen(frame, now)
         if self.paused:
-            self._hold(frame, index)
+            self._hold(lane, frame, index)
         return True
+
+    def _round(self):
+        """One pass over the inputs still running; False when none is left."""
+        running = [lane for lane in self.lanes if not lane.done]
+        if self.multi and running:
+            self.ready.wait(0.05)   # a frame of any input, or a lost one's next mark
+            self.ready.clear()
+        for lane in running:
+            if self.max_frames and lane.frames >= self.max_frames:
+                lane.done, self.reason = True, "max frames"
+            elif not self._step(lane, 0.0 if self.multi else 0.1):
+                lane.done = True
+        return any(not lane.done for lane in self.lanes)
 
     def warm_up(self):
         """One untimed caption, so first-call setup does not stall the first frames."""
         bundle = getattr(self.backend, "bundle", None)
         height, width = getattr(bundle, "input_size", (64, 64))
         try:
-            self.backend.caption([np.zeros((height, width, 3), np.uint8)])
+            self.backend.caption([np.zeros((height, width, 3), np.uint8)] * len(self.lanes))
         except Exception as exc:  # reported as one line, like a failure in the loop
             raise NanocapError("captioning failed: %s" % exc)
 
     def run(self):
-        """Run until the input ends, ``max_frames``, a quit key or ``stop_event``."""
+        """Run until every input ends or shows ``max_frames``, a quit key or ``stop_event``."""
         self.warm_up()
         start = self.start = time.perf_counter()
         self.captioner.start()
-        self.grabber.start()
+        for lane in self.lanes:
+            lane.grabber.start()
         try:
             while not self.stop_event.is_set():
-                if self.max_frames and self.frames >= self.max_frames:
-                    self.reason = "max frames"
-                    break
                 if self.captioner.error:
                     raise NanocapError(self.captioner.error)
-                if not self._step():
+                if not self._round():
                     break
             if self.stop_event.is_set() and self.reason == "end of input":
                 self.reason = "stopped"
-            elif not self.source.live and not self.realtime:
+            elif not self.realtime and not any(lane.source.live for lane in self.lanes):
                 self._wait_caption()  # the last caption makes the log
         finally:
-            self.grabber.stop()
+            for lane in self.lanes:
+                lane.grabber.stop()
             if self.captioner.stop():
                 self.backend.close()
-            for sink in self.sinks:
-                if isinstance(sink, Recorder):
-                    sink.close()
+            for lane in self.lanes:
+                for recorder in lane.recorders():
+                    recorder.close()
         return self.summary(time.perf_counter() - start)
 
-    def _counts(self, elapsed):
-        """The figures ``status()`` and ``summary()`` share (``elapsed`` in seconds)."""
-        return {"frames": self.frames, "captions_computed": self.captioner.count,
-                "caption_fps": round(self.captioner.count / elapsed, 3) if elapsed > 0 else None,
-                "caption_latency_ms": latency_percentiles(list(self.captioner.latencies)),
-                "backend": self.backend.name, "providers": list(self.backend.providers),
-                "captions_shown": self.hold.shown, "gated_frames": self.gate.gated,
-                "dropped_frames": self.grabber.dropped, "outages": self.grabber.outages,
-                "last_outage": self.grabber.last_outage, "failures": list(self.failures)}
+    def _counts(self, elapsed, final=False):
+        """The figures ``status()`` and ``summary()`` share (``elapsed`` in seconds):
+        per input in ``inputs``; at the top, sums over the inputs (``display_fps``:
+        the slowest input's; ``last_outage``: the latest) and the captioner's."""
+        inputs = [dict(lane.counts(), display_fps=lane.display_fps(final))
+                  for lane in self.lanes]
+        data = dict((key, sum(item[key] for item in inputs)) for key in SUMMED)
+        rates = [item["display_fps"] for item in inputs if item["display_fps"] is not None]
+        outages = [item["last_outage"] for item in inputs if item["last_outage"]]
+        data.update({
+            "display_fps": min(rates) if rates else None,
+            "last_outage": max(outages, key=lambda o: o["back_at"]) if outages else None,
+            "captions_computed": self.captioner.count, "caption_calls": self.captioner.calls,
+            "caption_fps": round(self.captioner.count / elapsed, 3) if elapsed > 0 else None,
+            "caption_latency_ms": latency_percentiles(list(self.captioner.latencies)),
+            "backend": self.backend.name, "providers": list(self.backend.providers),
+            "failures": list(self.failures), "inputs": inputs})
+        return data
 
     def status(self):
         """Live figures for ``/status.json`` (read from the web server's threads)."""
         data = self._counts(time.perf_counter() - self.start)
-        fps = self.meter.fps
-        data["display_fps"] = round(fps, 2) if fps else None
-        lost_s = self.grabber.lost_seconds()
-        data["source"] = {"state": "live" if lost_s is None else "lost",
-                          "lost_at": self.grabber.lost_at,
-                          "lost_s": None if lost_s is None else round(lost_s, 1),
-                          "reason": self.grabber.lost_reason if lost_s is not None else None,
-                          "outages": self.grabber.outages,
-                          "last_outage": self.grabber.last_outage}
+        for item, lane in zip(data["inputs"], self.lanes):
+            item["state"] = lane.source_state()
+        data["source"] = data["inputs"][0]["state"]
         return data
 
     def summary(self, elapsed):
-        recorders = [s for s in self.sinks if isinstance(s, Recorder)]
-        span = (self.last_at - self.first_at) if self.frames > 1 else 0.0
-        data = self._counts(elapsed)
+        recorders = [r for lane in self.lanes for r in lane.recorders()]
+        data = self._counts(elapsed, final=True)
+        for item, lane in zip(data["inputs"], self.lanes):
+            item["recorded_frames"] = sum(r.written for r in lane.recorders())
+            item["error"] = lane.grabber.error
         data.update({
-            "display_fps": round((self.frames - 1) / span, 3) if span > 0 else None,
             "captions": self.captioner.count,
             "precision": self.backend.precision, "decode": self.backend.decode,
             "seconds": round(elapsed, 3), "ended": self.reason,
             "recorded_frames": sum(r.written for r in recorders),
             "record_dropped": sum(r.dropped for r in recorders),
-            "error": self.grabber.error or next((r.error for r in recorders if r.error), None)
+            "error": next((lane.grabber.error for lane in self.lanes if lane.grabber.error),
+                          None) or next((r.error for r in recorders if r.error), None)
             or next((f["error"] for f in self.failures), None)})
-        if self.log is not None:
-            data["log_lines"], data["log_skipped"] = self.log.lines, self.log.skipped
+        if self.logs:
+            data["log_lines"] = sum(log.lines for log in self.logs)
+            data["log_skipped"] = sum(log.skipped for log in self.logs)
         outputs = publisher_stats(self.sinks)
         if outputs:
             data["outputs"] = outputs
         return data
+
+
+SUMMED = ("frames", "captions_shown", "gated_frames", "dropped_frames", "outages")
+
+
+def _unique(items):
+    """``items`` without repeats (by identity), in order."""
+    seen = []
+    for item in items:
+        if not any(item is other for other in seen):
+            seen.append(item)
+    return seen
 
 
 def run_live(source, backend, sinks=(), log=None, **options):

@@ -12,6 +12,9 @@ In the field (docs/field.md): a lost live source is waited for (``--reconnect N`
 bounds it, ``--read-timeout``); ``--log-max-mb``/``--log-keep`` rotate the log,
 ``--segment-min``/``--record-max-gb`` cut and cap recordings; SIGHUP stops the run
 like SIGTERM unless ``--on-hangup continue``; a failing sink exits 1.
+Several inputs (``--input URI``, repeatable; ``edge.inputs``): one capture thread
+each, captioned together in one engine call; ``{input}`` in recording and log
+names; the summary gains ``inputs`` (per input) and ``caption_calls``.
 """
 import argparse
 import json
@@ -39,7 +42,10 @@ def get_parser():
                " http://127.0.0.1:8080 | mqtt://HOST[:PORT]/TOPIC | webhook+http(s)://HOST/PATH\n"
                "keys: q/Esc quit, space pause, s snapshot")
     add = parser.add_argument
-    add("input", help="input URI (see below)")
+    add("input", help="input URI (see below); input 0, named cam0")
+    add("--input", dest="more_inputs", action="append", default=[], metavar="URI",
+        help="one more input (repeatable; cam1, cam2...): all are captioned in one engine "
+             "call; recordings and --log take {input} in their name (rec-{input}.mp4)")
     add("outputs", nargs="*", metavar="OUTPUT",
         help="display://0, video files, http://HOST:PORT web views, mqtt://HOST[:PORT]/TOPIC "
              "brokers and/or webhook+http(s)://... receivers")
@@ -140,36 +146,75 @@ def _install_signals(stop_event, on_hangup="stop"):
 
 
 def _open_all(args):
-    """Open source, backend, sinks and log, in that order (each fails with one line)."""
+    """Open sources, backend, sinks and logs, in that order (each fails with one line).
+    Returns ``(sources, backend, sinks, input_sinks, logs)`` (see ``edge.inputs``)."""
     from edge.backends import open_backend
     from edge.bundle import load_bundle
-    from edge.sinks import CaptionLog, open_outputs
+    from edge.inputs import input_uris, split_outputs
+    from edge.sinks import open_outputs
     from edge.sources import open_source
     from edge.webhook import parse_header
 
+    uris = input_uris(args)
+    shared, own = split_outputs(args.outputs, len(uris))
     bundle = load_bundle(args.bundle)
-    source = open_source(args.input, args.width, args.height, args.fps, args.latency,
-                         args.gstreamer, args.flip, args.read_timeout)
-    opened = [source]
+    opened = []
     try:
+        sources = []
+        for uri in uris:
+            sources.append(open_source(uri, args.width, args.height, args.fps, args.latency,
+                                       args.gstreamer, args.flip, args.read_timeout))
+            opened.append(sources[-1])
         backend = open_backend(bundle, args.backend, args.precision, args.decode,
-                               args.beam_size, _providers(args.providers), args.workspace_mb)
+                               args.beam_size, _providers(args.providers), args.workspace_mb,
+                               max_batch=len(uris))
         opened.append(backend)
-        sinks = open_outputs(args.outputs, source.fps, args.headless,
+        sinks = open_outputs(shared, sources[0].fps, args.headless,
                              {"token": args.web_token, "fps": args.web_fps,
                               "clients": args.web_clients, "message": _message,
                               "allow_hosts": args.web_allow_host},
                              _record_options(args),
                              {"ha_discovery": args.mqtt_ha_discovery, "message": _message,
-                              "headers": [parse_header(h) for h in args.webhook_header]})
+                              "headers": [parse_header(h) for h in args.webhook_header],
+                              "inputs": len(uris)})
         opened.extend(sinks)
-        log = CaptionLog(args.log, backend.name, max_bytes=_mb(args.log_max_mb),
-                         keep=args.log_keep) if args.log else None
+        input_sinks = []
+        for names, source in zip(own, sources):
+            input_sinks.append(open_outputs(names, source.fps, True,
+                                            record_options=_record_options(args)))
+            opened.extend(input_sinks[-1])
+        logs = _open_logs(args, backend, len(uris))
+        opened.extend(_unique_logs(logs))
     except BaseException:
         for item in reversed(opened):
             item.close()
         raise
-    return source, backend, sinks, log
+    return sources, backend, sinks, input_sinks, logs
+
+
+def _open_logs(args, backend, count):
+    """``--log``: a ``CaptionLog`` per input (the same one without ``{input}``), or None."""
+    from edge.inputs import log_paths
+    from edge.sinks import CaptionLog
+    paths = log_paths(args.log, count)
+    if paths is None:
+        return None
+    logs, by_path = [], {}
+    try:
+        for path in paths:
+            if path not in by_path:
+                by_path[path] = CaptionLog(path, backend.name, max_bytes=_mb(args.log_max_mb),
+                                           keep=args.log_keep)
+            logs.append(by_path[path])
+    except BaseException:
+        for log in by_path.values():
+            log.close()
+        raise
+    return logs
+
+
+def _unique_logs(logs):
+    return list(dict((id(log), log) for log in (logs or [])).values())
 
 
 def _mb(value, unit=1e6):
@@ -212,25 +257,27 @@ def main(argv=None):
         return print_unit(argv)
     stop_event = threading.Event()
     previous = _install_signals(stop_event, args.on_hangup)   # before opening: a web view is reachable at once
-    sinks, log = [], None
+    sinks, input_sinks, logs = [], [], None
     try:
-        source, backend, sinks, log = _open_all(args)
+        sources, backend, sinks, input_sinks, logs = _open_all(args)
+        source = sources[0]
         if not (args.outputs or args.headless or sinks):
             _message(no_window_line(window_problem()))
         _stderr("nanocap: %s -> %s; %s\n" % (
-            source.name, ", ".join(args.outputs) or ("nothing (headless)" if not sinks else
-                                                     "display://0"), backend.describe()))
-        summary = run_live(source, backend, sinks, log, realtime=args.realtime,
+            ", ".join(s.name for s in sources),
+            ", ".join(args.outputs) or ("nothing (headless)" if not sinks else "display://0"),
+            backend.describe()))
+        summary = run_live(sources if len(sources) > 1 else source, backend, sinks,
+                           logs if logs and len(logs) > 1 else (logs or [None])[0],
+                           input_sinks=input_sinks, realtime=args.realtime,
                            max_frames=args.max_frames, every=args.every,
                            stop_event=stop_event, snapshot_dir=args.snapshot_dir,
                            retries=args.reconnect, message=_message,
                            read_timeout_s=args.read_timeout,
                            gate=SceneGate(args.change, args.refresh, args.gate == "on"))
     finally:
-        for sink in sinks:
+        for sink in sinks + [s for own in input_sinks for s in own] + _unique_logs(logs):
             sink.close()
-        if log is not None:
-            log.close()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     outputs = publisher_stats(sinks)     # after close: what was delivered in the end

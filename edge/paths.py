@@ -3,7 +3,8 @@
 ``python -m edge`` writes recordings, a caption log and snapshots; before
 anything opens, ``check_output_paths(args)`` refuses (one line, exit 2) any
 output path that is the input file, lies inside the input folder, is the
-bundle folder or lies inside it, or is named twice (``python -m edge v.mp4
+bundle folder or lies inside it (for every input, ``{input}`` expanded
+as ``edge.inputs`` does), or is named twice (``python -m edge v.mp4
 v.mp4``, ``--log v.mp4``, ``--log BUNDLE/nanocap.json``). Paths are compared
 after resolving symbolic links, so a link to the input is the input.
 """
@@ -43,12 +44,16 @@ def output_files(args):
 def check_output_paths(args):
     """``NanocapError`` naming the first output path that would overwrite the input,
     the bundle or another output (``args``: the parsed ``python -m edge`` arguments)."""
+    from edge.inputs import input_uris, per_input
     given = [("the bundle", _real(args.bundle))]
-    source = local_input(args.input)
-    if source is not None:
-        given.append(("the input", _real(source)))
+    uris = input_uris(args)
+    for uri in uris:
+        source = local_input(uri)
+        if source is not None:
+            given.append(("the input", _real(source)))
     seen = {}
-    for flag, path in output_files(args):
+    for flag, path in [(f, p) for f, name in output_files(args)
+                       for p in sorted(set(per_input(name, len(uris))))]:
         real = _real(path)
         for what, protected in given:
             folder = what == "the bundle" or os.path.isdir(protected)

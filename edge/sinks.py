@@ -50,6 +50,13 @@ class DisplaySink(object):
         key = cv2.waitKey(1)
         return -1 if key < 0 else key & 0xFF
 
+    def for_input(self, index, count):
+        """Input ``index`` of ``count``: a tile of this window's mosaic (``edge.mosaic``)."""
+        from edge.mosaic import Mosaic, Tile
+        if getattr(self, "mosaic", None) is None:
+            self.mosaic = Mosaic(self, count)
+        return Tile(self.mosaic, index)
+
     def close(self):
         try:
             cv2.destroyWindow(self.name)

@@ -28,9 +28,8 @@ def _path_values(argv):
     args = get_parser().parse_args(argv)
     paths = set([args.bundle] + [p for _, p in output_files(args)])
     paths.add(args.snapshot_dir)
-    source = local_input(args.input)
-    if source is not None:
-        paths.add(args.input)
+    from edge.inputs import input_uris
+    paths.update(uri for uri in input_uris(args) if local_input(uri) is not None)
     return paths
 
 

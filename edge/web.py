@@ -8,6 +8,12 @@ Routes (nothing else exists: 404; no file on disk is ever served)::
     /snapshot.jpg  the newest annotated frame
     /status.json   fps, caption fps, latency percentiles, backend, providers,
                    uptime, clients, the shown caption and the recent ones
+                   (with several inputs, ``inputs``: the figures of each)
+    /stream/<i>.mjpg, /snapshot/<i>.jpg   input ``i``'s (``/stream.mjpg``
+                   and ``/snapshot.jpg`` are input 0's); the page tiles them
+
+Several inputs (``edge.lane``): the loop writes input ``i``'s frames through
+``for_input(i, n)``; each caption record then names its ``input``.
 
 ``@`` binds every interface, a host binds that one, no host means loopback.
 With a token every route needs ``?token=T`` or ``Authorization: Bearer T`` (401).
@@ -48,6 +54,7 @@ from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlparse
 
 ROUTES = ("/", "/stream.mjpg", "/events", "/snapshot.jpg", "/status.json")
+INPUT_ROUTE = re.compile(r"^/(stream|snapshot)/(\d{1,3})\.(mjpg|jpg)$")
 BOUNDARY = "nanocapframe"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 SEND_BUFFER = 256 * 1024    # bytes a stalled client can hold up before the send timeout runs
@@ -89,9 +96,8 @@ class WebView(object):
         self.max_events, self.events, self.allow_hosts = int(events), 0, list(allow_hosts)
         self.send_timeout_s = float(send_timeout_s)
         self.cond = threading.Condition()
-        self.frame, self.frame_seq, self.jpeg, self.jpeg_seq = None, 0, None, 0
-        self.jpeg_from = 0      # frame_seq of the frame behind the newest JPEG
-        self.encoded, self.watchers, self.clients, self.closing = 0, 0, 0, False
+        self.feeds = [_Feed()]  # one per input
+        self.encoded, self.clients, self.closing = 0, 0, False
         self.captions, self.caption_count, self.shown = collections.deque(maxlen=50), 0, None
         self.status_source, self.started = None, time.time()
         try:
@@ -120,13 +126,22 @@ class WebView(object):
             thread.start()
 
     # -- the loop's side: never waits ------------------------------------------
-    def write(self, frame):
-        """Keep ``frame`` (not copied: the caller must not change it later) as the newest."""
+    def write(self, frame, index=0):
+        """Keep ``frame`` (not copied: the caller must not change it later) as input
+        ``index``'s newest."""
         with self.cond:
-            self.frame, self.frame_seq = frame, self.frame_seq + 1
-            if self.watchers:
+            feed = self.feeds[index]
+            feed.frame, feed.frame_seq = frame, feed.frame_seq + 1
+            if feed.watchers:
                 self.cond.notify_all()
         return -1
+
+    def for_input(self, index, count):
+        """The sink input ``index`` of ``count`` writes its frames to."""
+        with self.cond:
+            while len(self.feeds) < count:
+                self.feeds.append(_Feed())
+        return _InputView(self, index)
 
     def add_caption(self, record):
         """A caption was computed (a ``caption_record`` dict): to ``/events`` and the page."""
@@ -139,32 +154,34 @@ class WebView(object):
 
     # -- encoder thread ---------------------------------------------------------
     def _encode_loop(self):
+        """At most ``fps`` rounds a second; each encodes every watched input's new frame."""
         last = 0.0
         while True:
             with self.cond:
-                while not self.closing and (not self.watchers or self.frame is None
-                                            or self.frame_seq == self.jpeg_from):
+                while not self.closing and not any(f.due() for f in self.feeds):
                     self.cond.wait(0.5)
                 if self.closing:
                     return
             wait = last + 1.0 / self.fps - time.perf_counter()
             if wait > 0:
                 time.sleep(wait)
-            with self.cond:
-                frame, seq = self.frame, self.frame_seq
-            ok, buf = cv2.imencode(".jpg", frame, [int(cv2.IMWRITE_JPEG_QUALITY), 80])
             last = time.perf_counter()
             with self.cond:
-                if ok:
-                    self.jpeg, self.jpeg_seq, self.jpeg_from = buf.tobytes(), self.jpeg_seq + 1, seq
-                    self.encoded += 1
-                self.cond.notify_all()
+                due = [(f, f.frame, f.frame_seq) for f in self.feeds if f.due()]
+            for feed, frame, seq in due:
+                ok, buf = cv2.imencode(".jpg", frame, [int(cv2.IMWRITE_JPEG_QUALITY), 80])
+                with self.cond:
+                    if ok:
+                        feed.jpeg, feed.jpeg_seq, feed.jpeg_from = (buf.tobytes(),
+                                                                    feed.jpeg_seq + 1, seq)
+                        self.encoded += 1
+                    self.cond.notify_all()
 
     # -- client threads ---------------------------------------------------------
-    def watch(self, stream, frames):
+    def watch(self, stream, frames, index=0):
         """Count a client in: ``stream`` ("mjpeg" or "events": long-lived, limited to
-        ``max_clients`` and ``max_events``) and/or ``frames`` (it wants JPEGs: the
-        encoder runs); False when full."""
+        ``max_clients`` and ``max_events``) and/or ``frames`` (it wants input
+        ``index``'s JPEGs: the encoder runs for it); False when full."""
         with self.cond:
             if stream == "mjpeg" and self.clients >= self.max_clients:
                 return False
@@ -172,23 +189,25 @@ class WebView(object):
                 return False
             self.clients += int(stream == "mjpeg")
             self.events += int(stream == "events")
-            self.watchers += int(frames)
+            self.feeds[index].watchers += int(frames)
             self.cond.notify_all()
             return True
 
-    def unwatch(self, stream, frames):
+    def unwatch(self, stream, frames, index=0):
         with self.cond:
             self.clients -= int(stream == "mjpeg")
             self.events -= int(stream == "events")
-            self.watchers -= int(frames)
+            self.feeds[index].watchers -= int(frames)
 
-    def next_jpeg(self, after, timeout=1.0):
-        """``(jpeg, seq)`` newer than ``after``, or ``(None, after)`` on timeout/closing."""
+    def next_jpeg(self, after, timeout=1.0, index=0):
+        """Input ``index``'s ``(jpeg, seq)`` newer than ``after``, or ``(None, after)``
+        on timeout/closing."""
+        feed = self.feeds[index]
         with self.cond:
-            fresh = self.cond.wait_for(lambda: self.jpeg_seq > after or self.closing, timeout)
+            fresh = self.cond.wait_for(lambda: feed.jpeg_seq > after or self.closing, timeout)
             if not fresh or self.closing:
                 return None, after
-            return self.jpeg, self.jpeg_seq
+            return feed.jpeg, feed.jpeg_seq
 
     def next_captions(self, after, timeout=1.0):
         """``(records, count)``: captions added after the first ``after``, or [] on timeout."""
@@ -231,6 +250,48 @@ class WebView(object):
         self.server.server_close()
 
 
+class _Feed(object):
+    """One input's newest frame and JPEG (guarded by the view's lock)."""
+
+    def __init__(self):
+        self.frame, self.frame_seq, self.jpeg, self.jpeg_seq = None, 0, None, 0
+        self.jpeg_from = 0      # frame_seq of the frame behind the newest JPEG
+        self.watchers = 0
+
+    def due(self):
+        """True when someone watches and the newest frame has no JPEG yet."""
+        return bool(self.watchers) and self.frame is not None and \
+            self.frame_seq != self.jpeg_from
+
+
+class _InputView(object):
+    """Input ``index``'s side of a ``WebView``: a sink with ``write(frame)``."""
+
+    def __init__(self, view, index):
+        self.view, self.index = view, index
+
+    def write(self, frame):
+        return self.view.write(frame, self.index)
+
+    def close(self):
+        pass
+
+
+def route(view, path):
+    """``(kind, input)`` for a request path: kind is the path of ``ROUTES``
+    (``/stream.mjpg``, ``/snapshot.jpg`` for ``/stream/<i>.mjpg``, ``/snapshot/<i>.jpg``
+    of an input that exists), or None (404)."""
+    if path in ROUTES:
+        return path, 0
+    match = INPUT_ROUTE.match(path)
+    if not match or (match.group(1) == "stream") != (match.group(3) == "mjpg"):
+        return None, 0
+    index = int(match.group(2))
+    if index >= len(view.feeds):
+        return None, 0
+    return ("/stream.mjpg" if match.group(1) == "stream" else "/snapshot.jpg"), index
+
+
 class _Handler(BaseHTTPRequestHandler):
     """One request; long-lived ones (stream, events) loop until the client or server goes."""
 
@@ -268,37 +329,38 @@ class _Handler(BaseHTTPRequestHandler):
             return self._plain(403, "host %s is not this view's name (--web-allow-host %s "
                                "allows it)\n" % (host_name(self.headers.get("Host")),
                                                   host_name(self.headers.get("Host"))))
-        if url.path not in ROUTES:
+        path, index = route(view, url.path)
+        if path is None:
             return self._plain(404, "not found\n")
         if not view.authorized(url.query, self.headers.get("Authorization")):
             return self._plain(401, "a token is needed: ?token=T or Authorization: Bearer T\n")
         self.connection.settimeout(view.send_timeout_s)
         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, EVENT_SEND_BUFFER
-                                   if url.path == "/events" else SEND_BUFFER)
+                                   if path == "/events" else SEND_BUFFER)
         try:
-            if url.path == "/":
+            if path == "/":
                 self._plain(200, page_html(), "text/html; charset=utf-8")
-            elif url.path == "/status.json":
+            elif path == "/status.json":
                 self._plain(200, json.dumps(view.status()), "application/json")
-            elif url.path == "/snapshot.jpg":
-                self._snapshot(view)
+            elif path == "/snapshot.jpg":
+                self._snapshot(view, index)
             else:
-                self._stream(view, url.path == "/events")
+                self._stream(view, path == "/events", index)
         except (socket.error, socket.timeout, OSError, ValueError):
             pass    # the client went away or stalled: only its own thread ends
 
-    def _snapshot(self, view):
-        view.watch(None, True)
+    def _snapshot(self, view, index):
+        view.watch(None, True, index)
         try:
-            jpeg, _ = view.next_jpeg(view.jpeg_seq, timeout=2.0)
+            jpeg, _ = view.next_jpeg(view.feeds[index].jpeg_seq, timeout=2.0, index=index)
         finally:
-            view.unwatch(None, True)
+            view.unwatch(None, True, index)
         if jpeg is None:
             return self._plain(503, "no frame\n")
         self._plain(200, jpeg, "image/jpeg")
 
-    def _stream(self, view, events):
-        if not view.watch("events" if events else "mjpeg", not events):
+    def _stream(self, view, events, index):
+        if not view.watch("events" if events else "mjpeg", not events, index):
             return self._plain(503, "too many caption streams (%d)\n" % view.max_events if events
                                else "too many clients (--web-clients %d)\n" % view.max_clients)
         try:
@@ -315,7 +377,7 @@ class _Handler(BaseHTTPRequestHandler):
                     self.wfile.write((data or ": keep-alive %s\n\n" % ("." * KEEPALIVE_PAD))
                                      .encode("utf-8"))
                 else:
-                    jpeg, seq = view.next_jpeg(seq)
+                    jpeg, seq = view.next_jpeg(seq, index=index)
                     if jpeg is not None:
                         self.wfile.write(b"--" + BOUNDARY.encode("ascii") + b"\r\nContent-Type: "
                                          b"image/jpeg\r\nContent-Length: "
@@ -323,4 +385,4 @@ class _Handler(BaseHTTPRequestHandler):
                                          + jpeg + b"\r\n")
                 self.wfile.flush()
         finally:
-            view.unwatch("events" if events else "mjpeg", not events)
+            view.unwatch("events" if events else "mjpeg", not events, index)

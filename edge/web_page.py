@@ -15,6 +15,10 @@ which covers it from its first painted frame on. A browser paints an MJPEG
 part only when the next one begins, so without the still a slow camera's
 first frame would stay blank until its second.
 The page's own query string (``?token=T``) is passed on to every request.
+
+Several inputs (``inputs`` in ``/status.json``): ``#pic`` becomes a grid of
+one ``/stream/<i>.mjpg`` picture per input (``#cam<i>``); the caption line
+shows each input's caption, and the list names the input of each caption.
 """
 
 PAGE = """<!doctype html>
@@ -26,7 +30,9 @@ body{display:flex;overflow:hidden}
 #view{flex:1;display:flex;flex-direction:column;min-width:0}
 #pic{flex:1;position:relative;min-height:0;background:#000}
 #pic img{position:absolute;top:0;left:0;width:100%;height:100%;object-fit:contain}
-#caption{font-size:1.9em;line-height:1.3;padding:8px 14px;min-height:1.3em;color:#fff}
+#pic.grid{display:grid;gap:4px}
+#pic.grid img{position:static;width:100%;height:100%;min-height:0;object-fit:contain}
+#caption{white-space:pre-line;font-size:1.9em;line-height:1.3;padding:8px 14px;min-height:1.3em;color:#fff}
 #status{font-size:1.05em;padding:6px 14px;background:#1d2733;color:#e8f0f8}
 #side{width:30%;max-width:420px;min-width:240px;overflow-y:auto;border-left:1px solid #333}
 #side h2{font-size:1em;margin:10px 12px 4px;color:#bbb;font-weight:normal}
@@ -41,6 +47,21 @@ body{display:flex;overflow:hidden}
 <div id="side"><h2>Captions, newest first</h2><ul id="captions"></ul></div>
 <script>
 var q = location.search, list = document.getElementById("captions"), offset = null;
+var shown = {}, inputs = 1;
+function cam(r) { return r.input === undefined ? "" : "cam" + r.input + ": "; }
+function tiles(n) {
+  var pic = document.getElementById("pic"), cols = Math.ceil(Math.sqrt(n));
+  pic.innerHTML = "";
+  pic.className = "grid";
+  pic.style.gridTemplateColumns = "repeat(" + cols + ", 1fr)";
+  for (var i = 0; i < n; i++) {
+    var img = document.createElement("img");
+    img.id = "cam" + i;
+    img.alt = "cam" + i;
+    img.src = "/stream/" + i + ".mjpg" + q;
+    pic.appendChild(img);
+  }
+}
 function two(n) { return (n < 10 ? "0" : "") + n; }
 function clock(ms) {
   var d = new Date(ms);
@@ -51,14 +72,15 @@ function item(r, when) {
   t.className = "when";
   t.textContent = clock(when);
   li.appendChild(t);
-  li.appendChild(document.createTextNode(r.caption + "  (" + r.latency_ms.toFixed(0) + " ms)"));
+  li.appendChild(document.createTextNode(cam(r) + r.caption + "  (" + r.latency_ms.toFixed(0) + " ms)"));
   if (r.shown) li.className = "shown";
   list.insertBefore(li, list.firstChild);
   while (list.children.length > 50) list.removeChild(list.lastChild);
 }
 function show(r) {
   var c = document.getElementById("caption");
-  c.textContent = r.caption;
+  shown[r.input || 0] = cam(r) + r.caption;
+  c.textContent = Object.keys(shown).sort().map(function (k) { return shown[k]; }).join("\\n");
   c.setAttribute("data-frame", r.frame);
 }
 function fmt(x, digits, unit) {
@@ -79,13 +101,19 @@ function status() {
 }
 function still() {
   var img = document.getElementById("still");
+  if (!img) return;   // several inputs: tiles instead
   img.onerror = function () { setTimeout(still, 300); };
-  img.onload = function () { document.getElementById("stream").src = "/stream.mjpg" + q; };
+  img.onload = function () {
+    var stream = document.getElementById("stream");
+    if (stream) stream.src = "/stream.mjpg" + q;
+  };
   img.src = "/snapshot.jpg" + q + (q ? "&" : "?") + "n=" + Date.now();
 }
 still();
 status().then(function (s) {
   offset = Date.now() - 1000 * (s.uptime_s || 0);   // the loop's start, on this clock
+  inputs = (s.inputs || []).length;
+  if (inputs > 1) tiles(inputs);
   (s.captions_recent || []).slice().reverse().forEach(function (r) {
     item(r, offset + 1000 * r.t);
   });

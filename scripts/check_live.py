@@ -13,6 +13,8 @@ runtime) and prints one line per figure, then one JSON object with them all:
  3. gate, slideshow: 8 real photos, 4 s each: per cut, the delay to the first
     caption computed after it (frame delay + latency; <= 0.5 s) and whether it
     was shown (a model that gives two photos the same text shows no new caption);
+    ``--inputs N``: N paced copies in one process with the web view, per input
+    (display_fps, cut delays, JPEGs a client on ``/stream/<i>.mjpg`` got);
  4. recording: 1920x1080 paced at 30 FPS to .mp4 for ``--seconds`` s: display_fps
     with and without recording (floor 28.5), recorded_frames, record_dropped; and
     a file read without --realtime records every frame.
@@ -80,10 +82,10 @@ def edge(args, cwd):
     return finish(process, None)
 
 
-def reader(port, stop, counts, index):
-    """A client reading /stream.mjpg as fast as it can; counts JPEG parts."""
+def reader(port, stop, counts, index, path="/stream.mjpg"):
+    """A client reading ``path`` as fast as it can; counts JPEG parts."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    sock.sendall(b"GET /stream.mjpg HTTP/1.0\r\n\r\n")
+    sock.sendall(("GET %s HTTP/1.0\r\n\r\n" % path).encode("ascii"))
     while not stop.is_set():
         try:
             data = sock.recv(262144)
@@ -172,11 +174,36 @@ def check_static(bundle, work, names, seconds=30):
             "display_fps_on": runs["on"]["display_fps"]}
 
 
-def check_slideshow(bundle, work, names, seconds_each=4, fps=30):
+def check_slideshow(bundle, work, names, seconds_each=4, fps=30, inputs=1):
+    """With ``inputs`` > 1: that many paced copies of the slideshow in one process
+    (``--input``) with the web view, a client on each ``/stream/<i>.mjpg``; the
+    figures per input."""
     video = write_video(os.path.join(work, "slides.avi"), names[:8], seconds_each)
     log = os.path.join(work, "slides.jsonl")
-    summary = edge([video, "--bundle", bundle, "--headless", "--realtime", "--log", log], work)
-    lines, delays, shown = read_log(log), [], 0
+    args = [video, "--bundle", bundle, "--headless", "--realtime", "--log", log]
+    if inputs == 1:
+        summary = edge(args, work)
+        return slideshow_figures(read_log(log), summary, names, seconds_each, fps)
+    process, port, _ = start([video, "http://127.0.0.1:0"] + args[1:]
+                             + ["--input=" + video] * (inputs - 1), work)
+    stop, counts = threading.Event(), [0] * inputs
+    threads = [threading.Thread(target=reader, args=(port, stop, counts, i, "/stream/%d.mjpg" % i))
+               for i in range(inputs)]
+    for thread in threads:
+        thread.start()
+    summary = finish(process, None)
+    stop.set()
+    lines = read_log(log)
+    return {"inputs": [dict(slideshow_figures([l for l in lines if l["input"] == i], each, names,
+                                              seconds_each, fps),
+                            display_fps=each["display_fps"], web_jpegs=counts[i])
+                       for i, each in enumerate(summary["inputs"])],
+            "captions": summary["captions"], "caption_calls": summary["caption_calls"]}
+
+
+def slideshow_figures(lines, summary, names, seconds_each, fps):
+    """Per cut: the delay to the first caption after it, and whether it was shown."""
+    delays, shown = [], 0
     for k in range(len(names[:8])):
         cut = k * seconds_each * fps
         after = [l for l in lines if cut <= l["frame"] < cut + seconds_each * fps]
@@ -298,6 +325,9 @@ def main():
     parser.add_argument("--only", help="comma-separated: web,static,slideshow,recording,field "
                                        "(default all but field)")
     parser.add_argument("--minutes", type=float, default=5.0, help="field: run length")
+    parser.add_argument("--inputs", type=int, default=1,
+                        help="slideshow: that many paced inputs in one process, with the web "
+                             "view (figures per input)")
     parser.add_argument("--field-source", default="rtsp", choices=("rtsp", "synthetic"))
     parser.add_argument("--field-gate", default="off", choices=("on", "off"))
     parser.add_argument("--outage-every", type=float, default=120.0, help="field: seconds")
@@ -313,7 +343,7 @@ def main():
     work = tempfile.mkdtemp(prefix="check_live-")
     checks = [("web", lambda: check_web(bundle, work, args.seconds)),
               ("static", lambda: check_static(bundle, work, names)),
-              ("slideshow", lambda: check_slideshow(bundle, work, names)),
+              ("slideshow", lambda: check_slideshow(bundle, work, names, inputs=args.inputs)),
               ("recording", lambda: check_recording(bundle, work, args.seconds)),
               ("field", lambda: check_field(bundle, work, args))]
     if "recording" in only and "static" not in only:

@@ -93,3 +93,20 @@ def test_edge_unit_tests_on_py36():
                     "tests/test_overlay.py", "tests/test_gate.py", "tests/test_web.py"], ROOT)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert " passed" in result.stdout
+
+
+def test_several_inputs_on_py36(tiny_bundle, edge_only):
+    """Three inputs in one process under Python 3.6: batched captions, files per input."""
+    flat = "synthetic://?width=96&height=72&frames=%d&pace=0&seed=%d"
+    result = run36(["-m", "edge", flat % (30, 1), "r36-{input}.avi", "--input", flat % (20, 2),
+                    "--input", "synthetic://?width=96&height=72&fps=30&frames=45&seed=3",
+                    "--bundle", tiny_bundle, "--headless", "--gate", "off",
+                    "--log", "c36.jsonl"], edge_only)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [i["frames"] for i in summary["inputs"][:2]] == [30, 20]
+    assert summary["caption_calls"] < summary["captions"]
+    assert [len(count_frames(os.path.join(edge_only, "r36-cam%d.avi" % i))) for i in (0, 1)] \
+        == [30, 20]
+    with open(os.path.join(edge_only, "c36.jsonl")) as handle:
+        assert set(json.loads(line)["input"] for line in handle) == {0, 1, 2}

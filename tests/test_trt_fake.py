@@ -367,3 +367,25 @@ def test_unreadable_engine_is_one_clear_line(bundle_copy, monkeypatch):
     open(path, "wb").write(b"not an engine")
     with pytest.raises(NanocapError, match="cannot load engine"):
         trt_runner.TrtGraph(path)
+
+
+def test_trt_backend_batch_profile_covers_every_input(bundle_copy, monkeypatch):
+    """``python -m edge`` with N inputs: the engines' batch profile reaches N (x beam)."""
+    from edge.backends import open_backend
+    from edge.trt.build import DEFAULT_MAX_BATCH, read_sidecar
+    use_fake(monkeypatch, 8)
+    inputs = DEFAULT_MAX_BATCH + 4
+    trt = open_backend(bundle_copy, backend="trt", precision="fp32", max_batch=inputs)
+    frames = list(_frames(inputs, seed=3))
+    ref = open_backend(bundle_copy, backend="ort")
+    assert [r.tokens for r in trt.caption(frames)] == [r.tokens for r in ref.caption(frames)]
+    engines = [f for f in os.listdir(bundle_copy) if f.endswith(".engine")]
+    assert engines and all(read_sidecar(os.path.join(bundle_copy, f))["max_batch"] == inputs
+                           for f in engines)
+    trt.close()
+    beam = open_backend(bundle_copy, backend="trt", precision="fp32", decode="beam",
+                        beam_size=3, max_batch=inputs)
+    sides = [read_sidecar(os.path.join(bundle_copy, f)) for f in os.listdir(bundle_copy)
+             if f.endswith(".engine")]
+    assert max(s["max_batch"] for s in sides) == 3 * inputs
+    beam.close()

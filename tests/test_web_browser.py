@@ -117,3 +117,29 @@ def test_picture_shows_as_soon_as_the_first_frame_exists(tiny_bundle, tmp_path):
             browser.close()
         run.stop()
     assert seen is not None, "no picture within 9.5 s of the start (the next frame is at 10 s)"
+
+
+def test_page_tiles_every_input(tiny_bundle, tmp_path):
+    """Two inputs: the page shows one live picture per input and names the input of
+    each caption."""
+    run = LiveRun(tiny_bundle, str(tmp_path),
+                  ["--input", "synthetic://?width=160&height=120&seed=2", "--refresh", "0.5"],
+                  source="synthetic://?width=320&height=240&seed=1")
+    browser, sizes, texts = None, None, ""
+    try:
+        browser = Browser("http://127.0.0.1:%d/" % run.port, 1280, 720)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            sizes = browser.evaluate(
+                "[0, 1, 2].map(function (i) { var e = document.getElementById('cam' + i);"
+                " return e ? e.naturalWidth : null; })")
+            texts = browser.evaluate("document.getElementById('captions').textContent")
+            if sizes == [320, 160, None] and "cam0: " in texts and "cam1: " in texts:
+                break
+            time.sleep(0.3)
+    finally:
+        if browser is not None:
+            browser.close()
+        run.stop()
+    assert sizes == [320, 160, None], sizes
+    assert "cam0: " in texts and "cam1: " in texts, texts
