@@ -57,6 +57,49 @@ def tiny_checkpoint(tmp_path_factory):
     return path
 
 
+def calibrate_batchnorm(model, images):
+    """Set every BatchNorm's statistics from ``images`` (uint8 ``[N,H,W,3]`` BGR): a
+    ``--weights none`` backbone then gives features of order 1 instead of ~1e-9, so
+    the random model's captions depend on the image. Returns ``model`` in eval mode."""
+    import torch
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None          # a plain average over the calibration batch
+    model.train()
+    with torch.no_grad():
+        model.encode(torch.from_numpy(images))
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def varied_bundle(tmp_path_factory):
+    """Like ``tiny_bundle`` (fp32, step graphs for beam search), but its BatchNorm
+    statistics come from 8 fixture photos (``calibrate_batchnorm``): different
+    images get different captions, so a caption handed to the wrong frame shows."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    import cv2
+    import numpy as np
+    from edge.vocab import SPECIALS, Vocabulary
+    from export.onnx_export import export_bundle
+    from train.model.build import build_captioner
+    from train.model.captioner import ModelConfig
+    from train.model.checkpoint import save_checkpoint
+
+    folder = os.path.join(REAL_DATA, "flickr8k", "images")
+    names = sorted(os.listdir(folder))[:8]
+    images = np.stack([cv2.resize(cv2.imread(os.path.join(folder, n)), (64, 64)) for n in names])
+    torch.manual_seed(0)
+    vocab = Vocabulary(list(SPECIALS) + TINY_WORDS)
+    config = ModelConfig(vocab_size=len(vocab), image_size=64, embed=16, hidden=32, max_len=8)
+    model = calibrate_batchnorm(build_captioner(config, weights="none"), images)
+    root = tmp_path_factory.mktemp("varied")
+    save_checkpoint(str(root / "varied.pt"), model, vocab, {"epoch": 0})
+    export_bundle(str(root / "varied.pt"), str(root / "bundle"), precisions=("fp32",))
+    return str(root / "bundle")
+
+
 @pytest.fixture(scope="session")
 def tiny_bundle(tiny_checkpoint, tmp_path_factory):
     """``tiny_checkpoint`` exported (fp32 only) to a bundle directory; returns its path."""

@@ -274,14 +274,16 @@ def test_cli_writes_json_schema_and_reports_skips(tiny_bundle, tiny_checkpoint, 
     assert "skipped ort-cuda" in out and "| ort-cpu | fp32 | greedy | 1 |" in open(out_md).read()
 
 
-def test_cli_batches_side_by_side(tiny_bundle, tmp_path):
+def test_cli_batches_side_by_side(varied_bundle, real_data, tmp_path):
     """--batch 1,2,4: a row per size, the batched captions equal one frame at a time
-    (agreement with the batch-1 row), aggregate and per-stream rates, the Nano
-    estimate per size (weights read once per call)."""
+    (agreement with the batch-1 row, on a model whose captions differ between the
+    photos), aggregate and per-stream rates, the Nano estimate per size (weights
+    read once per call)."""
     out_json = str(tmp_path / "b.json")
-    code, out, err = _script("--bundle", tiny_bundle, "--backends", "ort-cpu", "--precisions",
+    photos = os.path.join(real_data, "flickr8k", "images")
+    code, out, err = _script("--bundle", varied_bundle, "--backends", "ort-cpu", "--precisions",
                              "fp32", "--decode", "greedy,beam", "--frames", "8", "--warmup", "1",
-                             "--batch", "4,1,2", "--source", "synthetic://?width=160&height=120",
+                             "--batch", "4,1,2", "--source", photos,
                              "--live-frames", "0", "--json", out_json)
     assert code == 0, err
     report = json.load(open(out_json))
@@ -297,7 +299,7 @@ def test_cli_batches_side_by_side(tiny_bundle, tmp_path):
     by_batch = dict((r["batch"], r) for r in report["nano_estimate"] if r["decode"] == "greedy")
     assert by_batch[4]["memory_ms"] == by_batch[1]["memory_ms"]          # weights read once
     assert by_batch[4]["captions_per_s"] > by_batch[1]["captions_per_s"]
-    code, _, err = _script("--bundle", tiny_bundle, "--batch", "1,0")
+    code, _, err = _script("--bundle", varied_bundle, "--batch", "1,0")
     assert code == 2 and "--batch" in err and len(err.strip().splitlines()) == 1
 
 
