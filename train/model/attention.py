@@ -143,12 +143,12 @@ def attention_maps(model, images, tokens, start_id):
     model's size), ``tokens int [N,T]`` (generated, no ``<start>``) -> ``float
     [N, T, h, w]``, map t being the one step t generated token t from (replayed
     through ``step(..., return_attention=True)``)."""
+    device = model.device
     with torch.no_grad():
-        feature_map = model.feature_map(images)
+        feature_map = model.feature_map(images.to(device))
         state, memory = model.init_decoder(feature_map.flatten(2).transpose(1, 2))
-        current = torch.full((images.shape[0],), int(start_id), dtype=torch.long,
-                             device=images.device)
-        tokens = tokens.to(images.device)
+        current = torch.full((images.shape[0],), int(start_id), dtype=torch.long, device=device)
+        tokens = tokens.to(device)
         maps = []
         for t in range(tokens.shape[1]):
             _, state, alpha = model.step(current, state, *memory, return_attention=True)
