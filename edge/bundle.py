@@ -46,13 +46,18 @@ META_NAME = "nanocap.json"
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
-def sha256_file(path, chunk=1 << 20):
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
+def file_digest(path, algo="sha256", chunk=1 << 20):
+    """Hex digest (``hashlib`` algorithm ``algo``) of a file's bytes, read in chunks."""
+    digest = hashlib.new(algo)
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def sha256_file(path):
+    """Hex sha256 of a file's bytes."""
+    return file_digest(path)
 
 
 def listed_files(meta):

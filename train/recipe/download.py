@@ -12,7 +12,6 @@ temporary name, then renamed), skipping members already extracted with the
 right size, so an interrupted extraction also resumes; member paths that would
 escape the destination are refused.
 """
-import hashlib
 import http.client
 import os
 import socket
@@ -23,6 +22,7 @@ import urllib.request
 import zipfile
 import zlib
 
+from edge.bundle import file_digest
 from edge.errors import NanocapError
 
 CHUNK = 1 << 20
@@ -37,15 +37,6 @@ def parse_digest(text):
     if algo not in ("md5", "sha256") or not value:
         raise NanocapError("cannot read the checksum %r (expected md5:HEX or sha256:HEX)" % text)
     return algo, value.lower()
-
-
-def file_digest(path, algo="sha256"):
-    """Hex digest of a file, read in 1 MiB chunks."""
-    digest = hashlib.new(algo)
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_file(path, size=None, digest=None, log=print, dest=None):
