@@ -11,8 +11,6 @@ subscriber received, drops and reconnections.
 import argparse
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,20 +20,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from edge.mqtt import MqttSink  # noqa: E402
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_broker(config):
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    process = subprocess.Popen([binary, "-c", config], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    time.sleep(0.5)
-    return process
+from field_tools import MqttBroker  # noqa: E402 (scripts/ is on sys.path as this file's folder)
 
 
 def subscribe(port, topic, received):
@@ -62,11 +47,9 @@ def main():
     parser.add_argument("--outage-at", type=float, default=10.0)
     parser.add_argument("--outage", type=float, default=20.0)
     args = parser.parse_args()
-    folder, port = tempfile.mkdtemp(), free_port()
-    config = os.path.join(folder, "mosquitto.conf")
-    with open(config, "w") as handle:
-        handle.write("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n" % port)
-    broker = start_broker(config)
+    broker = MqttBroker(tempfile.mkdtemp())
+    broker.start()
+    port = broker.port
     received = {"frames": set(), "stop": False, "child": None}
     subscribe(port, "check/cam0/caption", received)
     sink = MqttSink("mqtt://127.0.0.1:%d/check" % port)
@@ -75,11 +58,10 @@ def main():
     while time.time() - start < args.seconds:
         now = time.time()
         if not stopped and now >= down_at:
-            broker.terminate()
-            broker.wait()
+            broker.stop()
             stopped = True
-        if stopped and broker.poll() is not None and now >= up_at:
-            broker = start_broker(config)
+        if stopped and broker.process is None and now >= up_at:
+            broker.start()
         phase = "before" if now < down_at else ("during" if now < up_at else "after")
         t0 = time.perf_counter()
         sink.add_caption({"t": now - start, "frame": frame, "caption": "caption %d" % frame,
@@ -93,7 +75,7 @@ def main():
     received["stop"] = True
     if received["child"] is not None:
         received["child"].terminate()
-    broker.terminate()
+    broker.stop()
     got = received["frames"]
     report = {"seconds": args.seconds, "outage_s": args.outage, "handed_over": frame,
               "slowest_hand_over_ms": round(slowest * 1e3, 3),

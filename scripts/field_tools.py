@@ -1,9 +1,11 @@
-"""Field-check helpers shared by scripts/check_live.py and tests/test_rtsp.py: a
-real RTSP camera (scripts/rtsp_server.py under the system python3) that can be
-stopped, paused and restarted on its port; HTTP clients of the web view; RSS,
-disk use and playability of what was written."""
+"""Field-check helpers shared by scripts/check_live.py, scripts/check_outputs.py
+and the tests: a real RTSP camera (scripts/rtsp_server.py under the system
+python3) that can be stopped, paused and restarted on its port; a real MQTT
+broker (Debian's mosquitto) likewise; HTTP clients of the web view; RSS, disk
+use and playability of what was written."""
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -106,3 +108,50 @@ def web_visitor(port, stop, seen):
 def status(port):
     """``/status.json`` of the web view on loopback ``port``, as a dict."""
     return json.loads(http_get(port, "/status.json").split(b"\r\n\r\n", 1)[1].decode())
+
+
+MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto"
+                                          if os.path.exists("/usr/sbin/mosquitto") else None)
+
+
+def free_port():
+    """A loopback TCP port nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class MqttBroker(object):
+    """A real mosquitto on a loopback port (its config written in ``folder``), which
+    can be stopped and started again on the same port."""
+
+    def __init__(self, folder):
+        self.port = free_port()
+        self.config = os.path.join(folder, "mosquitto.conf")
+        with open(self.config, "w") as handle:
+            handle.write("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                         % self.port)
+        self.process = None
+
+    def start(self, timeout=10.0):
+        """Start it and wait until it accepts connections."""
+        self.process = subprocess.Popen([MOSQUITTO, "-c", self.config],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        end = time.time() + timeout
+        while not self._listening():
+            if time.time() > end:
+                raise RuntimeError("mosquitto did not start on port %d" % self.port)
+            time.sleep(0.05)
+
+    def _listening(self):
+        try:
+            socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+            return True
+        except OSError:
+            return False
+
+    def stop(self):
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None

@@ -3,7 +3,6 @@ here, stopped and restarted for the outage), webhook+http:// against real local
 HTTP receivers (prompt, slow, silent, failing), and the bounded outbox under both."""
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -16,16 +15,11 @@ from edge.outbox import Outbox
 
 paho = pytest.importorskip("paho.mqtt.client")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto"
-                                          if os.path.exists("/usr/sbin/mosquitto") else None)
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from field_tools import MOSQUITTO, MqttBroker as Broker  # noqa: E402
+
 needs_broker = pytest.mark.skipif(MOSQUITTO is None, reason="no mosquitto (apt-get install "
                                                             "mosquitto; .ci/run installs it)")
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(predicate, timeout=15.0, step=0.05):
@@ -35,36 +29,6 @@ def wait_for(predicate, timeout=15.0, step=0.05):
             return True
         time.sleep(step)
     return predicate()
-
-
-class Broker(object):
-    """A real mosquitto on a loopback port, which a test can stop and start again."""
-
-    def __init__(self, folder):
-        self.port = free_port()
-        self.config = os.path.join(folder, "mosquitto.conf")
-        with open(self.config, "w") as handle:
-            handle.write("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                         % self.port)
-        self.process = None
-
-    def start(self):
-        self.process = subprocess.Popen([MOSQUITTO, "-c", self.config],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        assert wait_for(self._listening, 10), "mosquitto did not start"
-
-    def _listening(self):
-        try:
-            socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-            return True
-        except OSError:
-            return False
-
-    def stop(self):
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(10)
-            self.process = None
 
 
 @pytest.fixture
