@@ -13,6 +13,15 @@ class NanocapError(Exception):
     exit_code = 2
 
 
+def say(text, prefix="nanocap"):
+    """One ``PREFIX: text`` line on stderr; never raises (a hung-up terminal is no failure)."""
+    try:
+        sys.stderr.write("%s: %s\n" % (prefix, text))
+        sys.stderr.flush()
+    except (IOError, OSError, ValueError):
+        pass
+
+
 def run_cli(main, argv=None, prog="nanocap"):
     """Run ``main(argv) -> int`` and map expected failures to one stderr line.
 

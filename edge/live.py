@@ -1,6 +1,6 @@
 """The live loop: three threads, no queue that grows.
 
-- capture (``edge.sources.FrameGrabber``) keeps only the newest frame (cameras,
+- capture (``edge.grabber.FrameGrabber``) keeps only the newest frame (cameras,
   streams, ``realtime``), or hands a file over frame by frame;
 - the captioner (``edge.captioner.AsyncCaptioner``) takes the newest frame
   whenever it is free and the scene gate (``edge.gate``) says it is worth it;
@@ -22,14 +22,13 @@ goes on; ``error`` (exit code 1) then names the first. A lost live source
 (``edge.grabber``) is waited for: the last frame is shown marked as lost with
 the time since, and ``source_lost``/``source_back`` events go to the log.
 """
-import sys
 import threading
 import time
 
 import numpy as np
 
 from edge.captioner import AsyncCaptioner, FpsMeter, latency_percentiles
-from edge.errors import NanocapError
+from edge.errors import NanocapError, say
 from edge.gate import SceneGate
 from edge.lane import Lane, clone_gate
 from edge.overlay import draw_lost, draw_overlay
@@ -65,7 +64,7 @@ class LiveLoop(object):
         self.backend, self.realtime, self.max_frames = backend, realtime, max_frames
         self.every, self.stop_event = max(1, int(every)), stop_event or threading.Event()
         self.snapshot_dir, self.final_wait_s = snapshot_dir, final_wait_s
-        self.message = message or (lambda text: sys.stderr.write("nanocap: %s\n" % text))
+        self.message = message or say
         self.sinks = list(sinks)
         logs = log if isinstance(log, (list, tuple)) else [log] * len(sources)
         self.logs = [item for item in _unique(logs) if item is not None]

@@ -23,7 +23,7 @@ import sys
 import threading
 
 from edge.display import no_window_line, window_problem
-from edge.errors import NanocapError, run_cli
+from edge.errors import NanocapError, run_cli, say
 from edge.gate import DEFAULT_CHANGE, DEFAULT_REFRESH_S, SceneGate
 from edge.paths import check_output_paths
 from edge.publish import publisher_stats
@@ -117,11 +117,6 @@ def get_parser():
     return parser
 
 
-def _message(text):
-    from edge.sinks import say
-    say(text)
-
-
 def _providers(text):
     if not text:
         return None
@@ -171,10 +166,10 @@ def _open_all(args):
         opened.append(backend)
         sinks = open_outputs(shared, sources[0].fps, args.headless,
                              {"token": args.web_token, "fps": args.web_fps,
-                              "clients": args.web_clients, "message": _message,
+                              "clients": args.web_clients, "message": say,
                               "allow_hosts": args.web_allow_host},
                              _record_options(args),
-                             {"ha_discovery": args.mqtt_ha_discovery, "message": _message,
+                             {"ha_discovery": args.mqtt_ha_discovery, "message": say,
                               "headers": [parse_header(h) for h in args.webhook_header],
                               "inputs": len(uris)})
         opened.extend(sinks)
@@ -262,8 +257,8 @@ def main(argv=None):
         sources, backend, sinks, input_sinks, logs = _open_all(args)
         source = sources[0]
         if not (args.outputs or args.headless or sinks):
-            _message(no_window_line(window_problem()))
-        _stderr("nanocap: %s -> %s; %s\n" % (
+            say(no_window_line(window_problem()))
+        say("%s -> %s; %s" % (
             ", ".join(s.name for s in sources),
             ", ".join(args.outputs) or ("nothing (headless)" if not sinks else "display://0"),
             backend.describe()))
@@ -272,7 +267,7 @@ def main(argv=None):
                            input_sinks=input_sinks, realtime=args.realtime,
                            max_frames=args.max_frames, every=args.every,
                            stop_event=stop_event, snapshot_dir=args.snapshot_dir,
-                           retries=args.reconnect, message=_message,
+                           retries=args.reconnect, message=say,
                            read_timeout_s=args.read_timeout,
                            gate=SceneGate(args.change, args.refresh, args.gate == "on"))
     finally:
@@ -284,26 +279,19 @@ def main(argv=None):
     if outputs:
         summary["outputs"] = outputs
     if summary.get("error"):
-        _stderr("%s: %s\n" % (PROG, summary["error"]))
+        say(summary["error"], PROG)
     damaged = getattr(source, "damaged", [])
     if damaged and not summary["frames"]:
         raise NanocapError("no image could be read from %s: %d damaged, e.g. %s"
                            % (source.name, len(damaged), damaged[0]))
     if damaged:
-        _stderr("%s: skipped %d damaged image(s), e.g. %s\n" % (PROG, len(damaged), damaged[0]))
+        say("skipped %d damaged image(s), e.g. %s" % (len(damaged), damaged[0]), PROG)
     try:
         sys.stdout.write(json.dumps(summary) + "\n")
         sys.stdout.flush()
     except (IOError, OSError):
         pass        # a hung-up terminal: the run itself went well
     return 1 if summary.get("error") else 0
-
-
-def _stderr(text):
-    try:
-        sys.stderr.write(text)
-    except (IOError, OSError):
-        pass
 
 
 def entry():

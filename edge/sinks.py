@@ -13,7 +13,6 @@ summary (``failures``, exit code 1), while the picture and other sinks go on.
 """
 import json
 import os
-import sys
 import tempfile
 import threading
 import time
@@ -23,7 +22,7 @@ import cv2
 from edge.atomic import write_bytes
 from edge.display import window_problem
 from edge.disk import RotatingLines, drop_oldest, free_bytes, partial_name, prune, segment_name
-from edge.errors import NanocapError
+from edge.errors import NanocapError, say
 
 PUBLISH_SCHEMES = ("mqtt://", "mqtts://", "webhook+http://", "webhook+https://")
 VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "MJPG", ".mov": "mp4v"}
@@ -303,15 +302,6 @@ def _tell(report, text):
         report(text)
     else:
         say(text)
-
-
-def say(text):
-    """One ``nanocap:`` line on stderr; never raises (a hung-up terminal is no failure)."""
-    try:
-        sys.stderr.write("nanocap: %s\n" % text)
-        sys.stderr.flush()
-    except (IOError, OSError, ValueError):
-        pass
 
 
 def open_outputs(outputs, fps, headless=False, web_options=None, record_options=None,

@@ -20,7 +20,6 @@ from collections import namedtuple
 import cv2
 
 from edge.errors import NanocapError
-from edge.grabber import FrameGrabber  # noqa: F401 (its home was here)
 from edge.image import IMAGE_EXTENSIONS, check_pixels, list_images, read_image
 from edge.synthetic import SyntheticSource, synthetic_options
 

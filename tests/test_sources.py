@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from edge.errors import NanocapError
-from edge.sources import (FrameGrabber, ImageSource, SyntheticSource, gst_csi, gst_rtsp,
+from edge.grabber import FrameGrabber
+from edge.sources import (ImageSource, SyntheticSource, gst_csi, gst_rtsp,
                           gst_usb_mjpg, has_gstreamer, open_source, parse_uri)
 from edge.synthetic import SyntheticScene
 

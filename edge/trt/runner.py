@@ -30,7 +30,7 @@ import os
 
 import numpy as np
 
-from edge.errors import NanocapError
+from edge.errors import NanocapError, say
 from edge.trt.build import (DEFAULT_MAX_BATCH, DEFAULT_WORKSPACE_MB, ensure_engine,
                             import_tensorrt, read_sidecar, trt_logger)
 from edge.trt.cuda import cuda_device
@@ -51,12 +51,7 @@ def open_caption(bundle, precision="fp16", log=None, **build):
     fits this GPU, else encoder + greedy step engines (``edge.trt.greedy_steps``).
     Called like a ``TrtGraph``: ``({"image": frames}) -> [tokens, logprobs]``."""
     from edge.trt.greedy_steps import open_caption as choose
-    return choose(bundle, precision, cuda_device(), log or _stderr_log, **build)
-
-
-def _stderr_log(message):
-    import sys
-    sys.stderr.write("nanocap: %s\n" % message)
+    return choose(bundle, precision, cuda_device(), log or say, **build)
 
 
 class _BindingApi(object):
