@@ -69,6 +69,24 @@ def make_loader(dataset, args, ctx, lazy):
                       **loader_options(workers, ctx.device))
 
 
+
+def caption_loader(inputs, source, vocab, model, args, ctx, from_features):
+    """``(token lists, loader)`` of ``source``'s captions, encoded at the model's
+    ``max_len``, over ``inputs`` (``source`` itself, or its cached features when
+    ``from_features``); images are decoded in the workers when read from files."""
+    tokens = [tdata.encode_captions(vocab, r.captions, model.config.max_len) for r in source.records]
+    loader = make_loader(tdata.CaptionDataset(inputs, tokens), args, ctx,
+                         lazy=not from_features and source.array is None)
+    return tokens, loader
+
+
+def adam(params, lr, opt_state=None):
+    """Adam over ``params`` at ``lr``, resumed from ``opt_state`` (a state dict) if given."""
+    optimizer = torch.optim.Adam(params, lr=lr)
+    if opt_state is not None:
+        optimizer.load_state_dict(opt_state)
+    return optimizer
+
 def seed_epoch(loader, args, state):
     """Seed what epoch ``state["epoch"]`` draws (dropout, sampling, shuffling, the
     ranks' shares) from its number: a resumed epoch draws what it would have."""

@@ -258,13 +258,10 @@ def run_phase(name, epochs, lr, model, vocab, train_src, val_src, state, opt_sta
         train_inputs, train_src = epoch_parts.feature_inputs(model, train_src, args, ctx, "train")
         if len(val_src):
             val_inputs, val_src = epoch_parts.feature_inputs(model, val_src, args, ctx, "val")
-    tokens = [tdata.encode_captions(vocab, r.captions, model.config.max_len) for r in train_src.records]
-    loader = epoch_parts.make_loader(tdata.CaptionDataset(train_inputs, tokens), args, ctx,
-                         lazy=not from_features and train_src.array is None)
+    _, loader = epoch_parts.caption_loader(train_inputs, train_src, vocab, model, args, ctx,
+                                           from_features)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=lr)
-    if opt_state is not None:
-        optimizer.load_state_dict(opt_state)
+    optimizer = epoch_parts.adam(params, lr, opt_state)
     step_module = TrainStep(model, from_features)
     if ctx.distributed:
         model.backbone.to(memory_format=torch.channels_last)  # grads match DDP's buckets
@@ -283,7 +280,7 @@ def run_phase(name, epochs, lr, model, vocab, train_src, val_src, state, opt_sta
             state["phase_epoch"] += 1
             state["epoch"] += 1
             epoch_parts.end_epoch(model, vocab, optimizer, state, name, loss_sum, seen, skipped,
-                      time.time() - epoch_start, val_inputs, val_src, args, ctx, log)
+                                  time.time() - epoch_start, val_inputs, val_src, args, ctx, log)
         if stopped:
             log("time budget of %.1f min reached" % args.minutes)
             return True

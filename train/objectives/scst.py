@@ -224,16 +224,13 @@ def run_scst_phase(name, epochs, lr, model, vocab, train_src, val_src, state, op
     (same arguments); returns True when stopped by the time budget."""
     inputs, train_src = scst_inputs(model, train_src, args, ctx)
     from_features = not isinstance(inputs, tdata.ImageSource)
-    references = [tdata.encode_captions(vocab, r.captions, model.config.max_len) for r in train_src.records]
+    references, loader = epoch_parts.caption_loader(inputs, train_src, vocab, model, args, ctx,
+                                                    from_features)
     reward = Reward(references, len(vocab), vocab.end_id)
-    loader = epoch_parts.make_loader(tdata.CaptionDataset(inputs, references), args, ctx,
-                              lazy=not from_features and train_src.array is None)
     for p in model.backbone.parameters():
         p.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=lr)
-    if opt_state is not None:
-        optimizer.load_state_dict(opt_state)
+    optimizer = epoch_parts.adam(params, lr, opt_state)
     while state["phase_epoch"] < epochs:
         started = time.time()
         model.train()
@@ -254,8 +251,9 @@ def run_scst_phase(name, epochs, lr, model, vocab, train_src, val_src, state, op
             log("scst epoch %d: mean reward %.4f, mean sampled length %.2f words%s"
                 % (state["epoch"], means["reward"], means["length"], ", greedy reward %.4f"
                    % means["greedy"] if args.scst_baseline == "greedy" else ""))
-            epoch_parts.end_epoch(model, vocab, optimizer, state, name, sums["loss"], seen, skipped,
-                           time.time() - started, val_src, val_src, args, ctx, log, extra=extra)
+            epoch_parts.end_epoch(model, vocab, optimizer, state, name, sums["loss"], seen,
+                                  skipped, time.time() - started, val_src, val_src, args, ctx,
+                                  log, extra=extra)
         if stopped:
             log("time budget of %.1f min reached" % args.minutes)
             return True
