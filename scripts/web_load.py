@@ -32,12 +32,26 @@ def start(bundle, python):
     raise SystemExit("no web view started")
 
 
-def one(port, timeout, results, barrier):
+def concurrent_gets(port, count=200, timeout=5.0, path="/status.json"):
+    """``[(kind, seconds)]`` of ``count`` GETs of ``path`` sent at the same moment,
+    each on a fresh connection: kind "ok" (HTTP 200), "timeout", "refused_or_reset"
+    or "other"."""
+    results, barrier = [], threading.Barrier(count)
+    threads = [threading.Thread(target=one, args=(port, timeout, results, barrier, path))
+               for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def one(port, timeout, results, barrier, path="/status.json"):
     barrier.wait()
     started = time.time()
     try:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-        conn.request("GET", "/status.json")
+        conn.request("GET", path)
         response = conn.getresponse()
         response.read()
         conn.close()
@@ -63,13 +77,7 @@ def main():
     try:
         time.sleep(2.0)
         for _ in range(args.rounds):
-            results, barrier = [], threading.Barrier(args.requests)
-            threads = [threading.Thread(target=one, args=(port, args.timeout, results, barrier))
-                       for _ in range(args.requests)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
+            results = concurrent_gets(port, args.requests, args.timeout)
             kinds = [k for k, _ in results]
             print(json.dumps({"requests": args.requests, "timeout_s": args.timeout,
                               "ok": kinds.count("ok"), "timeout": kinds.count("timeout"),
