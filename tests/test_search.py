@@ -146,3 +146,21 @@ def test_memory_reaches_every_step_repeated_per_beam():
     assert alone[0].tolist() == beam[2].tolist()
     alone, _ = greedy_search(step, state[2:3], START, END, 6, memory=(memory[0][2:3],))
     assert alone[0].tolist() == tokens[2].tolist()
+
+
+def test_topk_matches_a_stable_descending_sort_with_ties_and_minus_inf():
+    """The partition-based top-k picks what a full stable sort would: ties towards
+    the lower index, also when the k-th value is tied or -inf (one live beam)."""
+    from edge.search import _topk_stable
+    rng = np.random.RandomState(0)
+    rows = [rng.randint(0, 4, size=40).astype(np.float32) for _ in range(30)]   # many ties
+    rows += [np.where(np.arange(40) < 2, rng.randn(40), -np.inf).astype(np.float32)]
+    rows += [np.full(40, -np.inf, np.float32), rng.randn(40).astype(np.float32)]
+    scores = np.stack(rows)
+    for k in (1, 3, 5, 40):
+        values, index = _topk_stable(scores, k)
+        expected = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        assert index.tolist() == expected.tolist()
+        assert np.array_equal(values, np.take_along_axis(scores, expected, axis=1))
+    nan_row = np.array([[np.nan, 1.0, np.nan, 0.5]], np.float32)
+    assert _topk_stable(nan_row, 2)[1].shape == (1, 2)               # a broken model: no crash
