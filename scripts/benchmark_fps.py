@@ -212,11 +212,17 @@ def headline(report):
             "int8_vs_torch": _ratio(rate(int8), rate(torch)),
             "ort_fp32_gflops_per_s": ort.get("gflops_per_s"), "matmul_peak_gflops": peak,
             "fraction_of_peak": _ratio(ort.get("gflops_per_s"), peak),
-            "fraction_of_cpu_roofline": _ratio(cpu[0]["roofline_ms"] if cpu else None,
+            "fraction_of_cpu_roofline": _ratio(cpu_bound_ms(cpu, smallest),
                                                (ort.get("stages_ms") or {}).get("inference")),
             "live_display_fps": (report.get("live") or {}).get("display_fps"),
             "busy": (report.get("load") or {}).get("busy"),
             "batch_gain": batch_gain(results, smallest)}
+
+
+def cpu_bound_ms(cpu_rows, batch):
+    """This CPU's roofline bound (ms per call) at ``batch``; None without one."""
+    rows = [r["roofline_ms"] for r in cpu_rows or [] if r.get("batch", 1) == batch]
+    return rows[0] if rows else None
 
 
 def batch_gain(results, smallest):
@@ -278,8 +284,9 @@ def main(argv):
               "matmul_n": MATMUL_N, "matmul_threads": args.threads,
               "results": rows, "skipped": skipped, "live": live, "operators": operators,
               "nano_estimate": roofline.nano_rows(cost, operators, batches=batches),
-              "cpu_estimate": roofline.cpu_rows(cost, peak, matvec_ceiling(bundle, cost,
-                                                                           args.threads))}
+              "cpu_estimate": roofline.cpu_rows(cost, peak,
+                                                matvec_ceiling(bundle, cost, args.threads),
+                                                batches=batches)}
     report["load"] = load_verdict(before, (machine["loadavg_end"] or [None])[0],
                                   usable_cpus(), args.threads)
     report["summary"] = headline(report)

@@ -158,6 +158,30 @@ def test_cpu_roofline_bound_arithmetic():
     assert "ort-cpu fp32 greedy inference 4.00 ms = 50% of that bound's speed" in text
 
 
+def test_cpu_roofline_per_batch_size_and_the_gain_it_allows():
+    """A call of B frames reads the weights once and computes B captions: memory-bound
+    at batch 1 (2 ms of reads, 0.5 ms of compute), compute-bound at batch 8, so the
+    bound lets batch 4 gain 4x and batch 8 no more than that."""
+    cost = {"flops_per_caption": {"greedy": 100e6},
+            "weight_bytes_per_caption": {"fp32": {"greedy": 50e6, "step": 2e6}}}
+    one, two, four, eight = roofline.cpu_rows(cost, 200.0, 25.0, batches=(1, 2, 4, 8))
+    assert (two["roofline_ms"], two["bound"]) == (pytest.approx(2.0), "memory")
+    assert four["roofline_ms"] == pytest.approx(2.0)                # 2 ms of reads = 2 ms of compute
+    assert (eight["roofline_ms"], eight["bound"]) == (pytest.approx(4.0), "compute")
+    assert eight["attainable_gflops"] == pytest.approx(200.0)       # 800 MFLOP in 4 ms: the peak
+    gains = roofline.bound_gains([one, two, four, eight])[(one["device"], "greedy")]
+    assert gains == {1: 1.0, 2: pytest.approx(2.0), 4: pytest.approx(4.0), 8: pytest.approx(4.0)}
+    rows = [{"backend": "ort-cpu", "precision": "fp32", "decode": "greedy", "batch": b,
+             "captions_per_s": rate, "stages_ms": {"inference": ms}}
+            for b, rate, ms in ((1, 100.0, 4.0), (8, 300.0, 8.0))]
+    report = {"cpu_estimate": [one, eight], "results": rows}
+    text = "\n".join(bench_report.cpu_roofline_lines(report) + bench_report.batch_lines(report))
+    assert "greedy, batch 8: matmul 200.0 GFLOP/s" in text
+    assert "inference 8.00 ms = 50% of that bound's speed" in text     # batch 8's 4 ms bound
+    assert text.count("greedy inference") == 2                       # each row beside its bound
+    assert "= 3.00x batch 1 (rooflines allow 4.00x on this CPU fp32" in text
+
+
 def test_run_plan_measures_skips_and_agrees(tiny_bundle, tiny_checkpoint, frames):
     sys.path.insert(0, os.path.join(ROOT, "scripts"))
     import benchmark_fps
@@ -299,6 +323,8 @@ def test_cli_batches_side_by_side(varied_bundle, real_data, tmp_path):
     by_batch = dict((r["batch"], r) for r in report["nano_estimate"] if r["decode"] == "greedy")
     assert by_batch[4]["memory_ms"] == by_batch[1]["memory_ms"]          # weights read once
     assert by_batch[4]["captions_per_s"] > by_batch[1]["captions_per_s"]
+    assert sorted(r["batch"] for r in report["cpu_estimate"]) == [1, 2, 4]
+    assert "batch 4: matmul" in out and "rooflines allow" in out
     code, _, err = _script("--bundle", varied_bundle, "--batch", "1,0")
     assert code == 2 and "--batch" in err and len(err.strip().splitlines()) == 1
 

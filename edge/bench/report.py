@@ -8,6 +8,7 @@ Input is the report dict of ``scripts/benchmark_fps.py``::
      "matmul_peak_gflops": float}
 """
 from edge import atomic
+from edge.bench import roofline
 
 COLUMNS = (("backend", "backend"), ("precision", "prec"), ("decode", "decode"), ("batch", "batch"),
            ("captions_per_s", "captions/s"), ("speedup", "x torch"),
@@ -125,20 +126,24 @@ def summary_lines(report):
 
 
 def cpu_roofline_lines(report):
-    """This CPU's fp32 roofline bound and how close the ONNX Runtime rows come."""
+    """This CPU's fp32 roofline bound per batch size and how close the ONNX
+    Runtime rows of that batch size come."""
     lines = []
     for est in report.get("cpu_estimate") or []:
-        lines.append("%s roofline bound, greedy: matmul %.1f GFLOP/s, ONNX Runtime matrix-vector "
-                     "%.1f GB/s on a %.2f MB step -> compute %.2f ms, weights %.2f ms -> >= %.2f ms,"
-                     " <= %.0f captions/s (%s-bound), at most %.1f GFLOP/s = %.0f%% of the matmul "
-                     "peak" % (est["device"], est["peak_gflops"], est["bandwidth_gbs"],
-                               (est.get("step_bytes") or 0) / 1e6, est["compute_ms"],
-                               est["memory_ms"], est["roofline_ms"], est["captions_per_s"],
-                               est["bound"], est["attainable_gflops"],
-                               100.0 * est["attainable_gflops"] / est["peak_gflops"]))
+        batch = est.get("batch", 1)
+        lines.append("%s roofline bound, greedy, batch %d: matmul %.1f GFLOP/s, ONNX Runtime "
+                     "matrix-vector %.1f GB/s on a %.2f MB step -> compute %.2f ms, weights %.2f "
+                     "ms -> >= %.2f ms, <= %.0f captions/s (%s-bound), at most %.1f GFLOP/s = "
+                     "%.0f%% of the matmul peak" % (
+                         est["device"], batch, est["peak_gflops"], est["bandwidth_gbs"],
+                         (est.get("step_bytes") or 0) / 1e6, est["compute_ms"], est["memory_ms"],
+                         est["roofline_ms"], est["captions_per_s"], est["bound"],
+                         est["attainable_gflops"],
+                         100.0 * est["attainable_gflops"] / est["peak_gflops"]))
         for row in report.get("results", []):
             inference = (row.get("stages_ms") or {}).get("inference")
-            if row["backend"] != "torch" and row["decode"] == "greedy" and inference:
+            if (row["backend"] != "torch" and row["decode"] == "greedy" and inference
+                    and row.get("batch", 1) == batch):
                 lines.append("  %s %s greedy inference %.2f ms = %.0f%% of that bound's speed"
                              % (row["backend"], row["precision"], inference,
                                 100.0 * est["roofline_ms"] / inference))
@@ -187,12 +192,26 @@ def batch_lines(report):
         for row in sorted(rows, key=lambda r: r.get("batch", 1)):
             batch, rate = row.get("batch", 1), row.get("captions_per_s")
             gain = " = %.2fx batch 1" % (rate / base) if base and rate else ""
+            if gain and batch > 1 and decode == "greedy":
+                gain += bound_gain_note(report, batch)
             lines.append("batch %d, %s %s %s: %s captions/s in all%s, %s per stream, call "
                          "latency p50 %s ms" % (batch, backend, precision, decode,
                                                  _fmt(rate), gain,
                                                  _fmt(rate / batch if rate else None),
                                                  _fmt((row.get("latency_ms") or {}).get("p50"))))
     return lines
+
+
+def bound_gain_note(report, batch):
+    """`` (rooflines allow 1.56x on this CPU fp32, 4.00x on a Jetson Nano FP16)``:
+    the most each greedy roofline lets batch ``batch`` gain over batch 1 ("" when
+    there is none)."""
+    rows = [r for r in (report.get("cpu_estimate") or []) + (report.get("nano_estimate") or [])
+            if r.get("decode") == "greedy"]
+    gains = roofline.bound_gains(rows)
+    parts = ["%.2fx on %s" % (group[batch], device) for (device, _), group in sorted(gains.items())
+             if batch in group and 1 in group]
+    return " (rooflines allow %s)" % ", ".join(parts) if parts else ""
 
 
 def grouped_skips(skipped):

@@ -77,14 +77,16 @@ def nano_rows(model_cost, operators, device=None, batches=(1,)):
     return rows
 
 
-def cpu_rows(model_cost, peak_gflops, matvec_gbs, name="this CPU fp32 (measured peaks)"):
+def cpu_rows(model_cost, peak_gflops, matvec_gbs, name="this CPU fp32 (measured peaks)",
+             batches=(1,)):
     """The same estimate for the machine the benchmark runs on, greedy only:
     ``peak_gflops`` its measured matrix-multiply peak, ``matvec_gbs`` the rate at
     which ONNX Runtime streams a decoder step's fp32 weights through one batch-1
     MatMul (``edge.bench.system.ort_matvec_gbs``), no launch term (operators are
     function calls on a CPU): a bound no fp32 graph of this model can beat here.
-    Adds ``attainable_gflops`` (FLOPs / bound) and the inputs. ``[]`` when a
-    figure is missing."""
+    One row per batch size in ``batches`` (``batched``: a call of B frames reads
+    the weights once and computes B captions). Adds ``attainable_gflops``
+    (FLOPs / bound) and the inputs. ``[]`` when a figure is missing."""
     flops = ((model_cost or {}).get("flops_per_caption") or {}).get("greedy")
     fp32 = ((model_cost or {}).get("weight_bytes_per_caption") or {}).get("fp32") or {}
     if not (flops and fp32.get("greedy") and peak_gflops and matvec_gbs):
@@ -93,6 +95,20 @@ def cpu_rows(model_cost, peak_gflops, matvec_gbs, name="this CPU fp32 (measured 
               "bandwidth_gbs": float(matvec_gbs), "launch_us": 0.0}
     row = estimate(flops, fp32["greedy"], 0, device)
     row.update(decode="greedy", device=name, peak_gflops=device["peak_gflops"],
-               bandwidth_gbs=device["bandwidth_gbs"], step_bytes=fp32.get("step"),
-               attainable_gflops=float(flops) / (row["roofline_ms"] * 1e6))
-    return [row]
+               bandwidth_gbs=device["bandwidth_gbs"], step_bytes=fp32.get("step"))
+    rows = [batched(row, batch) for batch in batches]
+    for one in rows:
+        one["attainable_gflops"] = float(flops) * one["batch"] / (one["roofline_ms"] * 1e6)
+    return rows
+
+
+def bound_gains(rows):
+    """``{(device, decode): {batch: bound captions/s / that at the smallest batch}}``:
+    the most a roofline lets batching gain (4.0 at batch 4 when the weights'
+    reads dominate, 1.0 when compute does)."""
+    rates = {}
+    for row in rows:
+        rates.setdefault((row["device"], row["decode"]), {})[row.get("batch", 1)] = \
+            row["captions_per_s"]
+    return dict((key, dict((b, rate / group[min(group)]) for b, rate in group.items()))
+                for key, group in rates.items())
