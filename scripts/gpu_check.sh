@@ -34,7 +34,11 @@ if [ "$DEVICE" = cpu ]; then
 else
   "$PY" - "$DEVICE" <<'EOF' || fail "no usable CUDA device ($DEVICE): this check needs a GPU and CUDA PyTorch"
 import sys
-import torch
+try:
+    import torch
+except ImportError:
+    sys.exit("%s has no torch: pip install -e \".[train]\" with CUDA PyTorch (or set PYTHON)"
+             % sys.executable)
 if not torch.cuda.is_available():
     sys.exit("torch %s sees no CUDA device" % torch.__version__)
 index = torch.device(sys.argv[1]).index or 0

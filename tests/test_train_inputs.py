@@ -202,12 +202,21 @@ def test_benchmark_reports_every_phase_and_what_bounds_it(shapes, tmp_path):
     assert "bound=" in result.stdout and "speedup prepared_vs_jpeg_input" in result.stdout
 
 
-def test_gpu_check_parses_and_fails_loudly_without_cuda():
+def test_gpu_check_parses_and_fails_loudly_without_cuda(tmp_path):
     script = os.path.join(ROOT, "scripts", "gpu_check.sh")
     assert subprocess.run(["bash", "-n", script]).returncode == 0
     if torch.cuda.is_available():
         pytest.skip("CUDA present: run scripts/gpu_check.sh itself")
+    env = dict(os.environ, PYTHON=sys.executable)
     result = subprocess.run(["bash", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            universal_newlines=True, timeout=120)
+                            universal_newlines=True, timeout=120, env=env)
     assert result.returncode == 1
     assert "FAILED: no usable CUDA device" in result.stderr and "sees no CUDA device" in result.stderr
+    no_torch = tmp_path / "python-without-site-packages"
+    no_torch.write_text('#!/bin/sh\nexec "%s" -S "$@"\n' % sys.executable)
+    no_torch.chmod(0o755)
+    env["PYTHON"] = str(no_torch)
+    result = subprocess.run(["bash", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            universal_newlines=True, timeout=120, env=env)
+    assert result.returncode == 1 and "Traceback" not in result.stderr     # a Python without torch
+    assert "has no torch" in result.stderr and "FAILED: no usable CUDA device" in result.stderr
