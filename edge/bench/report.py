@@ -182,6 +182,9 @@ def batch_lines(report):
     in aggregate and per stream, call latency, and the gain over batch 1, for
     every backend/precision/decode measured at more than one batch size."""
     groups, lines = {}, []
+    bounds = roofline.bound_gains([r for r in (report.get("cpu_estimate") or [])
+                                   + (report.get("nano_estimate") or [])
+                                   if r.get("decode") == "greedy"])
     for row in report.get("results", []):
         groups.setdefault((row["backend"], row["precision"], row["decode"]), []).append(row)
     for (backend, precision, decode), rows in groups.items():
@@ -193,7 +196,7 @@ def batch_lines(report):
             batch, rate = row.get("batch", 1), row.get("captions_per_s")
             gain = " = %.2fx batch 1" % (rate / base) if base and rate else ""
             if gain and batch > 1 and decode == "greedy":
-                gain += bound_gain_note(report, batch)
+                gain += bound_gain_note(bounds, batch)
             lines.append("batch %d, %s %s %s: %s captions/s in all%s, %s per stream, call "
                          "latency p50 %s ms" % (batch, backend, precision, decode,
                                                  _fmt(rate), gain,
@@ -202,14 +205,11 @@ def batch_lines(report):
     return lines
 
 
-def bound_gain_note(report, batch):
-    """`` (rooflines allow 1.56x on this CPU fp32, 4.00x on a Jetson Nano FP16)``:
-    the most each greedy roofline lets batch ``batch`` gain over batch 1 ("" when
-    there is none)."""
-    rows = [r for r in (report.get("cpu_estimate") or []) + (report.get("nano_estimate") or [])
-            if r.get("decode") == "greedy"]
-    gains = roofline.bound_gains(rows)
-    parts = ["%.2fx on %s" % (group[batch], device) for (device, _), group in sorted(gains.items())
+def bound_gain_note(bounds, batch):
+    """`` (rooflines allow 4.00x on Jetson Nano FP16, 1.56x on this CPU fp32 ...)``:
+    the most each greedy roofline in ``bounds`` (``roofline.bound_gains``) lets
+    batch ``batch`` gain over batch 1 ("" when there is none)."""
+    parts = ["%.2fx on %s" % (group[batch], device) for (device, _), group in sorted(bounds.items())
              if batch in group and 1 in group]
     return " (rooflines allow %s)" % ", ".join(parts) if parts else ""
 
